@@ -1,0 +1,1 @@
+"""Gram-matrix compute layer, shipped as ``schedgen.kernels``."""

@@ -1,0 +1,317 @@
+"""Schedule format v1: round trip, digest, atomic writes, and rejection of damaged stores."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schedgen.errors import StoreError
+from schedgen.store import (
+    FORMAT_VERSION,
+    Schedule,
+    read_schedule,
+    schedule_digest,
+    write_schedule,
+)
+
+
+def random_schedule(n=103, k=10, epochs=2, seed=0, extras=True) -> Schedule:
+    sizes = [k] * (n // k) + ([n % k] if n % k else [])
+    idx = np.concatenate([np.random.default_rng([seed, e]).permutation(n) for e in range(epochs)]).astype(np.int64)
+    bo = np.concatenate([[0], np.cumsum(sizes * epochs)]).astype(np.int64)
+    eo = (np.arange(epochs + 1) * len(sizes)).astype(np.int64)
+    nb = len(sizes) * epochs
+    return Schedule(
+        indices=idx,
+        batch_offsets=bo,
+        epoch_offsets=eo,
+        method="random",
+        params={"seed": seed, "epochs": epochs},
+        dataset={"name": "toy", "split": "train", "n_samples": n, "n_classes": 3, "fingerprint": "f" * 64},
+        k=k,
+        batch_arrays={"batch_mmd2": np.linspace(1, 0, nb)} if extras else {},
+        epoch_arrays={"class_proportions": np.full((epochs, 3), 1 / 3)} if extras else {},
+    )
+
+
+def test_round_trip(tmp_path):
+    s = random_schedule()
+    p = write_schedule(s, tmp_path / "s.zarr")
+    r = read_schedule(p)
+    np.testing.assert_array_equal(r.indices, s.indices)
+    np.testing.assert_array_equal(r.batch_offsets, s.batch_offsets)
+    np.testing.assert_array_equal(r.epoch_offsets, s.epoch_offsets)
+    np.testing.assert_array_equal(r.batch_arrays["batch_mmd2"], s.batch_arrays["batch_mmd2"])
+    np.testing.assert_array_equal(r.epoch_arrays["class_proportions"], s.epoch_arrays["class_proportions"])
+    assert (r.method, r.params, r.dataset, r.k) == (s.method, s.params, s.dataset, s.k)
+    assert r.n_batches == 22 and r.n_epochs == 2 and r.digest == s.digest
+    assert r.indices.dtype == np.int64 and r.batch_offsets.dtype == np.int64
+
+
+def test_attributes_follow_the_documented_format(tmp_path):
+    s = random_schedule()
+    p = write_schedule(s, tmp_path / "s.zarr")
+    meta = json.loads((p / "zarr.json").read_text())
+    a = meta["attributes"]
+    assert meta["zarr_format"] == 3 and meta["node_type"] == "group"
+    assert a["schedgen_format"] == FORMAT_VERSION == 1
+    for key in ("method", "params", "dataset", "k", "n_batches", "n_epochs", "digest", "schedgen_version"):
+        assert key in a
+    assert set(a["dataset"]) >= {"name", "split", "n_samples", "n_classes", "fingerprint"}
+    # the digest as documented, recomputed independently
+    h = hashlib.sha256(s.indices.astype("<i8").tobytes() + s.batch_offsets.astype("<i8").tobytes()).hexdigest()
+    assert a["digest"] == h == schedule_digest(s.indices, s.batch_offsets)
+
+
+def test_digest_is_sensitive_to_order_and_cuts():
+    s = random_schedule(extras=False)
+    swapped = s.indices.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    assert schedule_digest(swapped, s.batch_offsets) != s.digest
+    cuts = s.batch_offsets.copy()
+    cuts[1] += 1
+    assert schedule_digest(s.indices, cuts) != s.digest
+
+
+def test_same_inputs_same_bytes(tmp_path):
+    s = random_schedule()
+    a = write_schedule(s, tmp_path / "a.zarr")
+    b = write_schedule(s, tmp_path / "b.zarr")
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b
+    for f in files_a:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 300), k=st.integers(1, 50), epochs=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+def test_round_trip_property(tmp_path_factory, n, k, epochs, seed):
+    k = min(k, n)
+    s = random_schedule(n=n, k=k, epochs=epochs, seed=seed, extras=False)
+    p = write_schedule(s, tmp_path_factory.mktemp("rt") / "s.zarr")
+    r = read_schedule(p)
+    assert r.digest == s.digest
+    for e in range(epochs):
+        got = np.concatenate([r.batch(b) for b in r.epoch_batches(e)])
+        np.testing.assert_array_equal(np.sort(got), np.arange(n))
+
+
+def test_refuses_to_overwrite_without_flag(tmp_path):
+    s = random_schedule()
+    p = write_schedule(s, tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match="already exists"):
+        write_schedule(s, p)
+    s2 = random_schedule(seed=1)
+    write_schedule(s2, p, overwrite=True)
+    assert read_schedule(p).digest == s2.digest
+    assert [q.name for q in tmp_path.iterdir()] == ["s.zarr"]  # no temporary left behind
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    import schedgen.store as store
+
+    def boom(schedule, path):
+        (Path(path) / "zarr.json").parent.mkdir(parents=True, exist_ok=True)
+        (Path(path) / "zarr.json").write_text("{}")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "_write_group", boom)
+    with pytest.raises(StoreError, match="No space left on device"):
+        write_schedule(random_schedule(), tmp_path / "s.zarr")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_overwrite_keeps_the_old_store(tmp_path, monkeypatch):
+    import schedgen.store as store
+
+    s = random_schedule()
+    p = write_schedule(s, tmp_path / "s.zarr")
+
+    def boom(schedule, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "_write_group", boom)
+    with pytest.raises(StoreError):
+        write_schedule(random_schedule(seed=5), p, overwrite=True)
+    assert read_schedule(p).digest == s.digest
+    assert [q.name for q in tmp_path.iterdir()] == ["s.zarr"]
+
+
+_SLOW_WRITER = textwrap.dedent(
+    """
+    import sys, time, numpy as np
+    import schedgen.store as store
+    sys.path.insert(0, {tests!r})
+    from test_store import random_schedule
+    orig = store._write_group
+    def slow(schedule, path):
+        import zarr
+        print("writing", flush=True)
+        g = zarr.open_group(str(path), mode="w")
+        for name in ("a", "b", "c", "d", "e", "f"):
+            g.create_array(name, data=np.arange(1000))
+            time.sleep(0.05)
+        orig(schedule, path)
+    store._write_group = slow
+    store.write_schedule(random_schedule(n=20000, k=7), {final!r})
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.25])
+def test_killed_writer_leaves_no_store_under_the_final_name(tmp_path, delay):
+    final = tmp_path / "s.zarr"
+    code = _SLOW_WRITER.format(tests=str(Path(__file__).parent), final=str(final))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not final.exists()
+    assert [p for p in tmp_path.iterdir() if not p.name.startswith(".s.zarr.tmp-")] == []
+
+
+# ----------------------------------------------------------------- damaged stores
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return write_schedule(random_schedule(), tmp_path / "s.zarr")
+
+
+def _set_attr(path, **changes):
+    meta_path = Path(path) / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"].update(changes)
+    meta_path.write_text(json.dumps(meta))
+
+
+def test_missing_store(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        read_schedule(tmp_path / "nope.zarr")
+
+
+def test_not_a_store(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(StoreError, match="not a schedule store"):
+        read_schedule(tmp_path / "d")
+
+
+def test_other_format_version(store_path):
+    _set_attr(store_path, schedgen_format=2)
+    with pytest.raises(StoreError, match="unsupported schedule format 2; this schedgen reads format 1"):
+        read_schedule(store_path)
+
+
+def test_not_schedgen(store_path):
+    meta_path = store_path / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["attributes"]["schedgen_format"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="schedgen_format"):
+        read_schedule(store_path)
+
+
+def test_tampered_digest(store_path):
+    _set_attr(store_path, digest="0" * 64)
+    with pytest.raises(StoreError, match="digest mismatch"):
+        read_schedule(store_path)
+
+
+def test_missing_chunk_reads_as_tampered(store_path):
+    chunk = next((store_path / "indices" / "c").rglob("*"))
+    chunk.unlink()  # zarr would silently read fill values; the digest must catch it
+    with pytest.raises(StoreError):
+        read_schedule(store_path)
+
+
+def test_flipped_byte_in_chunk(store_path):
+    chunk = next(p for p in (store_path / "indices" / "c").rglob("*") if p.is_file())
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(StoreError):
+        read_schedule(store_path)
+
+
+def test_truncated_chunk(store_path):
+    chunk = next(p for p in (store_path / "batch_offsets" / "c").rglob("*") if p.is_file())
+    chunk.write_bytes(chunk.read_bytes()[:5])
+    with pytest.raises(StoreError):
+        read_schedule(store_path)
+
+
+def test_tampered_optional_array(store_path):
+    import zarr
+
+    g = zarr.open_group(str(store_path), mode="r+")
+    g["batch_mmd2"][0] = 123.0
+    with pytest.raises(StoreError, match="batch_mmd2"):
+        read_schedule(store_path)
+
+
+def test_missing_required_array(store_path):
+    import shutil
+
+    shutil.rmtree(store_path / "epoch_offsets")
+    with pytest.raises(StoreError, match="epoch_offsets"):
+        read_schedule(store_path)
+
+
+@pytest.mark.parametrize(
+    "attr, value, match",
+    [
+        ("n_batches", 3, "attributes say 3 batches"),
+        ("k", "ten", "attribute 'k' must be int"),
+        ("dataset", {"name": "x", "n_samples": -4}, "n_samples must be a non-negative integer"),
+        ("dataset", {"name": "x", "n_samples": 50}, r"indices must lie in \[0, n_samples=50\)"),
+        ("batch_arrays", ["../../etc"], "not allowed"),
+    ],
+)
+def test_absurd_attributes(store_path, attr, value, match):
+    _set_attr(store_path, **{attr: value})
+    with pytest.raises(StoreError, match=match):
+        read_schedule(store_path)
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda s: s.batch_offsets.__setitem__(3, s.batch_offsets[2] - 1), "non-decreasing"),
+        (lambda s: s.batch_offsets.__setitem__(-1, 5), "end at len"),
+        (lambda s: s.indices.__setitem__(4, -1), "indices must lie"),
+        (lambda s: s.indices.__setitem__(4, 10**12), "indices must lie"),
+        (lambda s: s.epoch_offsets.__setitem__(1, 10**6), "non-decreasing|epoch_offsets"),
+    ],
+)
+def test_invalid_schedules_are_not_written(tmp_path, mutate, match):
+    s = random_schedule()
+    mutate(s)
+    with pytest.raises(StoreError, match=match):
+        write_schedule(s, tmp_path / "s.zarr")
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_wrong_dtype_array(store_path):
+    import zarr
+
+    g = zarr.open_group(str(store_path), mode="r+")
+    idx = g["indices"][:]
+    del g["indices"]
+    g.create_array("indices", data=idx.astype(np.float64))
+    with pytest.raises(StoreError, match="1-D int64"):
+        read_schedule(store_path)
