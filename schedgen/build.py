@@ -1,0 +1,292 @@
+"""Build a schedule: dataset -> method -> store, with a content-addressed cache.
+
+The store's name carries a key over the dataset fingerprint, the method, every
+parameter that shapes the schedule and the format version; building again with
+the same inputs returns the existing store without recomputing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .data import Dataset, load_dataset
+from .errors import ParameterError, SchedgenError, StoreError
+from .store import FORMAT_VERSION, Schedule, read_schedule, write_schedule
+
+__all__ = [
+    "BuildConfig",
+    "BuildResult",
+    "METHODS",
+    "DEFAULT_METHOD",
+    "DEFAULT_OUT_DIR",
+    "build",
+    "cache_key",
+    "parse_int",
+    "SchedgenWarning",
+]
+
+DEFAULT_OUT_DIR = Path("schedules")
+DEFAULT_METHOD = "mmd"
+
+Progress = Callable[[int, int], None]
+
+
+class SchedgenWarning(UserWarning):
+    """Something is legal but probably not what the user wants (e.g. a diagonal kernel)."""
+
+
+def parse_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int (str digits accepted), else a ParameterError naming ``name``.
+
+    Rejects bool and non-integral numbers.
+    """
+    v = value
+    if isinstance(v, str):
+        s = v.strip()
+        if not re.fullmatch(r"[+-]?\d+", s):
+            raise ParameterError(f"{name} must be an integer, got {value!r}")
+        v = int(s)
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ParameterError(f"{name} must be an integer, got {value!r}")
+    v = int(v)
+    if minimum is not None and v < minimum or maximum is not None and v > maximum:
+        lo = "" if minimum is None else f" >= {minimum}"
+        hi = "" if maximum is None else f" <= {maximum}"
+        both = " and".join(p for p in (lo, hi) if p)
+        raise ParameterError(f"{name} must be an integer{both}, got {v}")
+    return v
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Every input of ``schedgen build``. Fields that do not shape the schedule
+    (``data_dir``, ``download``, ``out_dir``, ``force``, ``device``) stay out of the cache key."""
+
+    dataset: str = "digits"
+    k: int | str = 50
+    method: str = DEFAULT_METHOD
+    split: str = "train"
+    seed: int = 0
+    epochs: int = 1
+    # MMD
+    solver: str | None = None
+    kernel: str = "rbf"
+    bandwidth: str | float = "median"
+    degree: int = 3
+    coef0: float = 1.0
+    paper_coefficients: bool = False
+    pca: int | None = None
+    standardize: bool = False
+    # learn2mix
+    mixing_rate: float = 0.1
+    groups: str | None = None
+    # where and how
+    data_dir: str | None = None
+    download: bool = False
+    out_dir: str | os.PathLike = DEFAULT_OUT_DIR
+    force: bool = False
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What ``build`` did: ``cache_hit`` is true when an existing store was returned."""
+
+    path: Path
+    cache_hit: bool
+    digest: str
+    method: str
+    k: int
+    n_batches: int
+    n_epochs: int
+    seconds: float
+    params: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+@dataclass(frozen=True)
+class MethodOutput:
+    """What a method function returns; ``params`` are stored in the schedule."""
+
+    indices: np.ndarray
+    batch_offsets: np.ndarray
+    epoch_offsets: np.ndarray
+    params: dict
+    batch_arrays: dict = field(default_factory=dict)
+    epoch_arrays: dict = field(default_factory=dict)
+
+
+def _offsets(sizes) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.int64))]).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def _random_params(cfg: BuildConfig, ds: Dataset) -> dict:
+    return {"seed": cfg.seed, "epochs": cfg.epochs}
+
+
+def _random(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None, ctx: dict) -> MethodOutput:
+    """Seeded permutations cut into batches of k (the last batch short).
+
+    Epoch e is ``default_rng([seed, e]).permutation(N)``.
+    """
+    n = ds.n_samples
+    sizes = [k] * (n // k) + ([n % k] if n % k else [])
+    perms = [np.random.default_rng([cfg.seed, e]).permutation(n).astype(np.int64) for e in range(cfg.epochs)]
+    per_epoch = len(sizes)
+    return MethodOutput(
+        indices=np.concatenate(perms),
+        batch_offsets=_offsets(sizes * cfg.epochs),
+        epoch_offsets=np.arange(cfg.epochs + 1, dtype=np.int64) * per_epoch,
+        params=_random_params(cfg, ds),
+    )
+
+
+def _mmd_params(cfg: BuildConfig, ds: Dataset) -> dict:
+    from .features import FeatureSpec
+    from .solvers import DEFAULT_SOLVER
+
+    spec = FeatureSpec(pca=cfg.pca, standardize=cfg.standardize, seed=cfg.seed)
+    p = {
+        "seed": cfg.seed,
+        "solver": cfg.solver or DEFAULT_SOLVER,
+        "coefficients": "paper" if cfg.paper_coefficients else "exact",
+        "kernel": cfg.kernel,
+        **spec.params(ds.n_features),
+    }
+    if cfg.kernel == "rbf":
+        p["bandwidth"] = cfg.bandwidth if isinstance(cfg.bandwidth, str) else float(cfg.bandwidth)
+    else:
+        p["degree"] = cfg.degree
+        p["coef0"] = float(cfg.coef0)
+    return p
+
+
+def _mmd(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None, ctx: dict) -> MethodOutput:
+    from .mmd import run_mmd
+
+    return run_mmd(cfg, ds, k, progress=progress, cache_dir=ctx["cache_dir"], warn=ctx["warn"])
+
+
+def _learn2mix_params(cfg: BuildConfig, ds: Dataset) -> dict:
+    raise ParameterError("method 'learn2mix' is not available yet in this version")
+
+
+#: name -> (params(cfg, dataset), run(cfg, dataset, k, progress, ctx))
+METHODS: dict[str, tuple] = {
+    "random": (_random_params, _random),
+    "mmd": (_mmd_params, _mmd),
+}
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_key(fingerprint: str, method: str, k: int, params: dict, split: str) -> str:
+    """Hex sha256 over the canonical JSON of everything that shapes a schedule."""
+    blob = json.dumps(
+        {
+            "format": FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "split": split,
+            "method": method,
+            "k": k,
+            "params": params,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _slug(name: str) -> str:
+    if name.startswith("npz:"):
+        name = Path(name[4:]).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "dataset"
+
+
+def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResult:
+    """Build (or fetch from the cache) the schedule ``config`` describes.
+
+    Raises
+    ------
+    SchedgenError
+        On any bad input; nothing is written under the final name then.
+    """
+    t0 = time.perf_counter()
+    if config.method not in METHODS:
+        raise ParameterError(f"unknown method {config.method!r}; expected one of {sorted(METHODS)}")
+    epochs = parse_int("epochs", config.epochs, minimum=1)
+    seed = parse_int("seed", config.seed, minimum=0)
+    config = replace(config, epochs=epochs, seed=seed)
+    ds = load_dataset(config.dataset, split=config.split, data_dir=config.data_dir, download=config.download)
+    n = ds.n_samples
+    k = parse_int("k", config.k, minimum=1)
+    if k > n:
+        raise ParameterError(f"k must be a positive integer no larger than the dataset (N={n}), got k={k}")
+    params_fn, run_fn = METHODS[config.method]
+    params = params_fn(config, ds)
+    key = cache_key(ds.fingerprint, config.method, k, params, ds.split)
+    out_dir = Path(config.out_dir)
+    path = out_dir / f"{_slug(ds.name)}-{ds.split}-{config.method}-k{k}-{key[:16]}.zarr"
+
+    if path.exists() and not config.force:
+        try:
+            sched = read_schedule(path)
+        except StoreError as exc:
+            raise StoreError(f"{exc} (the cached store is damaged; pass --force to rebuild it)") from None
+        return BuildResult(
+            path=path, cache_hit=True, digest=sched.digest, method=sched.method, k=sched.k,
+            n_batches=sched.n_batches, n_epochs=sched.n_epochs, seconds=time.perf_counter() - t0,
+            params=sched.params,
+        )
+
+    caught: list[str] = []
+
+    def warn(msg: str) -> None:
+        caught.append(msg)
+        warnings.warn(msg, SchedgenWarning, stacklevel=2)
+
+    ctx = {"cache_dir": out_dir / ".cache", "warn": warn}
+    out = run_fn(config, ds, k, progress, ctx)
+    schedule = Schedule(
+        indices=out.indices,
+        batch_offsets=out.batch_offsets,
+        epoch_offsets=out.epoch_offsets,
+        method=config.method,
+        params={**params, **out.params},
+        dataset={
+            "name": ds.name,
+            "split": ds.split,
+            "n_samples": n,
+            "n_classes": ds.n_classes,
+            "fingerprint": ds.fingerprint,
+        },
+        k=k,
+        batch_arrays=out.batch_arrays,
+        epoch_arrays=out.epoch_arrays,
+    )
+    write_schedule(schedule, path, overwrite=config.force)
+    return BuildResult(
+        path=path, cache_hit=False, digest=schedule.digest, method=config.method, k=k,
+        n_batches=schedule.n_batches, n_epochs=schedule.n_epochs, seconds=time.perf_counter() - t0,
+        params=schedule.params, warnings=caught,
+    )

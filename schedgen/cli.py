@@ -1,0 +1,229 @@
+"""The ``schedgen`` command line. Each command parses options and calls one library function.
+
+Errors a user can cause (:class:`~schedgen.errors.SchedgenError`) are printed as one
+line on stderr with exit code 1; progress goes to stderr so stdout stays clean for ``--json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import SchedgenError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="schedgen",
+    help="Deterministic, precomputed mini-batch schedules: build, inspect, verify, export, plot.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@contextlib.contextmanager
+def _edge():
+    """Turn a SchedgenError into one line on stderr and exit code 1; show warnings as one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        except SchedgenError as exc:
+            _flush_warnings(caught)
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=1) from None
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted; nothing was written under the final name", err=True)
+            raise typer.Exit(code=130) from None
+    _flush_warnings(caught)
+
+
+def _flush_warnings(caught) -> None:
+    seen = set()
+    for w in caught:
+        msg = str(w.message)
+        if msg not in seen and w.category.__module__.startswith(("schedgen", "builtins")):
+            seen.add(msg)
+            typer.echo(f"warning: {msg}", err=True)
+
+
+@contextlib.contextmanager
+def _progress(label: str, quiet: bool):
+    """Yield a ``progress(done, total)`` callback drawing a rich bar on stderr.
+
+    The bar starts at the first call, so input errors raised before any work
+    print their one line alone.
+    """
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
+                TimeRemainingColumn(), console=Console(stderr=True),
+            )
+            bar.add_task(label, total=total, rate="")
+            bar.start()
+        t = bar.tasks[0]
+        bar.update(t.id, completed=done, total=total, rate=f"{t.speed:.1f} batches/s" if t.speed else "")
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def _print(obj, as_json: bool, human: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(obj, sort_keys=True))
+    else:
+        typer.echo(human)
+
+
+@app.command()
+def build(
+    dataset: str = typer.Option("digits", help="digits, svhn, cifar10, mnist, fashion-mnist, or npz:PATH"),
+    k: str = typer.Option("50", "--k", help="Batch size."),
+    method: str = typer.Option("mmd", help="mmd (default), random or learn2mix."),
+    split: str = typer.Option("train", help="train or test."),
+    seed: int = typer.Option(0, help="Seed of every random draw (subsamples, permutations)."),
+    epochs: int = typer.Option(1, help="Epochs (random, learn2mix)."),
+    solver: Optional[str] = typer.Option(None, help="MMD batch solver: lp (the paper), greedy or swap."),
+    kernel: str = typer.Option("rbf", help="rbf or poly."),
+    bandwidth: str = typer.Option("median", help="RBF sigma: 'median' (heuristic) or a positive number."),
+    degree: int = typer.Option(3, help="Polynomial kernel degree."),
+    coef0: float = typer.Option(1.0, help="Polynomial kernel constant c in (x.y/D + c)^d."),
+    paper_coefficients: bool = typer.Option(False, "--paper-coefficients", help="Use the paper's eq. 6 literally (no factor 2)."),
+    pca: Optional[int] = typer.Option(None, help="PCA dims (default 128 when input has >256 dims; 0 keeps features)."),
+    standardize: bool = typer.Option(False, "--standardize", help="Standardise features before PCA."),
+    mixing_rate: float = typer.Option(0.1, help="learn2mix mixing rate gamma in (0, 1]."),
+    groups: Optional[str] = typer.Option(None, help="learn2mix groups without labels: kmeans:C."),
+    data_dir: Optional[Path] = typer.Option(None, help="Where dataset files live (default ~/.cache/schedgen/data)."),
+    download: bool = typer.Option(False, "--download", help="Fetch missing dataset files."),
+    out_dir: Path = typer.Option(Path("schedules"), help="Output and cache directory."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the cached store exists."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Build a schedule (or return the cached one) and print where it is."""
+    from .build import BuildConfig, build as run_build
+
+    with _edge():
+        config = BuildConfig(
+            dataset=dataset, k=k, method=method, split=split, seed=seed, epochs=epochs, solver=solver,
+            kernel=kernel, bandwidth=bandwidth, degree=degree, coef0=coef0,
+            paper_coefficients=paper_coefficients, pca=pca, standardize=standardize,
+            mixing_rate=mixing_rate, groups=groups, data_dir=str(data_dir) if data_dir else None,
+            download=download, out_dir=out_dir, force=force, device=device,
+        )
+        with _progress(f"{method} k={k}", quiet or as_json) as progress:
+            result = run_build(config, progress=progress)
+        if result.cache_hit:
+            human = f"cache hit: {result.path} (built earlier with the same inputs; --force rebuilds)"
+        else:
+            human = (
+                f"built {result.path}: {result.n_batches} batches (k={result.k}, {result.n_epochs} epoch(s)) "
+                f"in {result.seconds:.1f} s, digest {result.digest[:16]}"
+            )
+        _print(result.to_json(), as_json, human)
+
+
+@app.command()
+def info(
+    path: str = typer.Argument(..., help="A schedule store (.zarr) or URL."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Describe a schedule store."""
+    from .catalog import info as run_info
+
+    with _edge():
+        d = run_info(path)
+        ds = d["dataset"]
+        human = "\n".join(
+            [
+                f"{d['path']}",
+                f"  method      {d['method']}  k={d['k']}",
+                f"  batches     {d['n_batches']} in {d['n_epochs']} epoch(s), sizes {d['batch_size_min']}..{d['batch_size_max']}",
+                f"  dataset     {ds.get('name')} ({ds.get('split')}), N={ds.get('n_samples')}, {ds.get('n_classes')} classes",
+                f"  digest      {d['digest']}",
+                f"  params      {json.dumps(d['params'], sort_keys=True)}",
+                f"  arrays      {', '.join(d['batch_arrays'] + d['epoch_arrays']) or '-'}",
+            ]
+        )
+        _print(d, as_json, human)
+
+
+@app.command()
+def verify(
+    path: str = typer.Argument(..., help="A schedule store (.zarr) or URL."),
+    dataset: Optional[str] = typer.Option(None, help="Also check the dataset fingerprint."),
+    split: Optional[str] = typer.Option(None),
+    data_dir: Optional[Path] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recompute the digest (and the dataset fingerprint) and compare with the store."""
+    from .catalog import verify as run_verify
+
+    with _edge():
+        d = run_verify(path, dataset=dataset, split=split, data_dir=str(data_dir) if data_dir else None)
+        human = f"ok: {path} digest {d['digest'][:16]}" + (" and dataset fingerprint match" if dataset else " matches")
+        _print(d, as_json, human)
+
+
+@app.command("list")
+def list_(
+    directory: Path = typer.Argument(Path("schedules"), help="Folder of stores."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List the schedule stores in a folder."""
+    from .catalog import list_schedules
+
+    with _edge():
+        rows = list_schedules(directory)
+        lines = [
+            f"{r['path']}  ERROR {r['error']}" if "error" in r else
+            f"{r['path']}  {r['method']} k={r['k']} {r['n_batches']} batches {r['dataset']} ({r['split']})"
+            for r in rows
+        ]
+        _print(rows, as_json, "\n".join(lines) if lines else f"no schedule stores in {directory}")
+
+
+@app.command()
+def export(
+    path: str = typer.Argument(..., help="A schedule store (.zarr) or URL."),
+    fmt: str = typer.Option("npy", "--format", help="npy (a folder of .npy files) or jsonl (one batch per line)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Destination (default: beside the store)."),
+    force: bool = typer.Option(False, "--force"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Export a schedule for trainers without Zarr."""
+    from .catalog import export as run_export
+
+    with _edge():
+        out = run_export(path, output, fmt=fmt, overwrite=force)
+        _print({"path": str(out), "format": fmt}, as_json, f"wrote {out}")
+
+
+def main() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The CLI through typer's CliRunner: build, cache hits, info/verify/list/export, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from schedgen.cli import app
+from schedgen.store import read_schedule
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def build_json(tmp_path, *extra):
+    r = run("build", "--out-dir", tmp_path, "--json", *extra)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def test_build_random_then_cache_hit(tmp_path):
+    first = build_json(tmp_path, "--dataset", "digits", "--k", "50", "--method", "random")
+    assert {"path", "cache_hit", "digest", "n_batches", "seconds"} <= set(first)
+    assert first["cache_hit"] is False
+    assert first["n_batches"] == -(-1437 // 50)
+    s = read_schedule(first["path"])
+    np.testing.assert_array_equal(np.sort(s.indices), np.arange(1437))
+    again = build_json(tmp_path, "--dataset", "digits", "--k", "50", "--method", "random")
+    assert again["cache_hit"] is True and again["path"] == first["path"] and again["digest"] == first["digest"]
+    human = run("build", "--out-dir", tmp_path, "--k", "50", "--method", "random", "-q")
+    assert human.exit_code == 0 and "cache hit" in human.stdout
+    forced = build_json(tmp_path, "--dataset", "digits", "--k", "50", "--method", "random", "--force")
+    assert forced["cache_hit"] is False and forced["digest"] == first["digest"]
+
+
+def test_other_parameters_get_another_store(tmp_path):
+    a = build_json(tmp_path, "--k", "50", "--method", "random")
+    b = build_json(tmp_path, "--k", "50", "--method", "random", "--seed", "1")
+    c = build_json(tmp_path, "--k", "40", "--method", "random")
+    assert len({a["path"], b["path"], c["path"]}) == 3
+    assert a["digest"] != b["digest"]
+
+
+def test_json_output_is_one_clean_object(tmp_path):
+    r = run("build", "--out-dir", tmp_path, "--json", "--k", "64", "--method", "random")
+    assert r.exit_code == 0
+    assert r.stdout.count("\n") == 1
+    json.loads(r.stdout)
+
+
+def test_info_verify_list_export(tmp_path):
+    built = build_json(tmp_path, "--k", "100", "--method", "random", "--epochs", "2")
+    path = built["path"]
+    info = run("info", path, "--json")
+    assert info.exit_code == 0
+    d = json.loads(info.stdout)
+    assert d["n_epochs"] == 2 and d["k"] == 100 and d["digest"] == built["digest"]
+    assert run("info", path).exit_code == 0
+
+    v = run("verify", path, "--dataset", "digits", "--json")
+    assert v.exit_code == 0, v.stderr
+    assert json.loads(v.stdout)["fingerprint_ok"] is True
+    wrong = run("verify", path, "--dataset", "digits", "--split", "test")
+    assert wrong.exit_code == 1 and "fingerprint mismatch" in wrong.stderr
+
+    ls = run("list", tmp_path, "--json")
+    assert ls.exit_code == 0 and [row["path"] for row in json.loads(ls.stdout)] == [path]
+
+    e = run("export", path, "--format", "npy", "--json")
+    assert e.exit_code == 0, e.stderr
+    out = Path(json.loads(e.stdout)["path"])
+    s = read_schedule(path)
+    np.testing.assert_array_equal(np.load(out / "indices.npy"), s.indices)
+    np.testing.assert_array_equal(np.load(out / "batch_offsets.npy"), s.batch_offsets)
+    assert json.loads((out / "meta.json").read_text())["digest"] == s.digest
+
+    j = run("export", path, "--format", "jsonl", "-o", tmp_path / "s.jsonl")
+    assert j.exit_code == 0, j.stderr
+    lines = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert len(lines) == s.n_batches
+    assert [x["epoch"] for x in lines] == [0] * 15 + [1] * 15
+    np.testing.assert_array_equal(np.concatenate([x["indices"] for x in lines]), s.indices)
+    again = run("export", path, "--format", "jsonl", "-o", tmp_path / "s.jsonl")
+    assert again.exit_code == 1 and "already exists" in again.stderr
+
+
+def _one_line_error(r, *needles):
+    assert r.exit_code == 1, (r.exit_code, r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "Traceback" not in r.stdout + r.stderr
+    for n in needles:
+        assert n in err, err
+
+
+@pytest.mark.parametrize(
+    "k, needles",
+    [
+        ("0", ["k must be an integer >= 1", "got 0"]),
+        ("-3", ["got -3"]),
+        ("2.5", ["k must be an integer", "'2.5'"]),
+        ("ten", ["k must be an integer", "'ten'"]),
+        ("5000", ["no larger than the dataset (N=1437)", "k=5000"]),
+    ],
+)
+def test_bad_k(tmp_path, k, needles):
+    _one_line_error(run("build", "--out-dir", tmp_path, "--k", k, "--method", "random"), *needles)
+    assert not any(tmp_path.glob("*.zarr"))
+
+
+def test_unknown_dataset_and_method(tmp_path):
+    _one_line_error(run("build", "--out-dir", tmp_path, "--dataset", "imagenet"), "imagenet")
+    _one_line_error(run("build", "--out-dir", tmp_path, "--method", "magic"), "unknown method 'magic'")
+
+
+def test_missing_dataset_files(tmp_path):
+    r = run("build", "--out-dir", tmp_path, "--dataset", "svhn", "--data-dir", tmp_path / "data")
+    _one_line_error(r, "train_32x32.mat", "--download")
+
+
+def test_nan_features_and_label_mismatch(tmp_path):
+    X = np.random.default_rng(0).normal(size=(30, 4))
+    X[7, 1] = np.nan
+    X[9, 0] = np.inf
+    np.savez(tmp_path / "bad.npz", X=X, y=np.arange(30) % 3)
+    r = run("build", "--out-dir", tmp_path, "--dataset", f"npz:{tmp_path / 'bad.npz'}", "--k", "5")
+    _one_line_error(r, "2 non-finite", "row 7")
+    np.savez(tmp_path / "short.npz", X=np.zeros((30, 4)), y=np.arange(29) % 3)
+    r = run("build", "--out-dir", tmp_path, "--dataset", f"npz:{tmp_path / 'short.npz'}", "--k", "5")
+    _one_line_error(r, "29", "30")
+
+
+def test_damaged_store_commands(tmp_path):
+    built = build_json(tmp_path, "--k", "100", "--method", "random")
+    meta = Path(built["path"]) / "zarr.json"
+    m = json.loads(meta.read_text())
+    m["attributes"]["digest"] = "0" * 64
+    meta.write_text(json.dumps(m))
+    _one_line_error(run("info", built["path"]), "digest mismatch")
+    _one_line_error(run("verify", built["path"]), "digest mismatch")
+    # a damaged cached store is reported, not silently reused; --force rebuilds it
+    _one_line_error(run("build", "--out-dir", tmp_path, "--k", "100", "--method", "random"), "--force")
+    fixed = build_json(tmp_path, "--k", "100", "--method", "random", "--force")
+    assert fixed["digest"] == built["digest"]
+    m["attributes"]["schedgen_format"] = 7
+    meta.write_text(json.dumps(m))
+    _one_line_error(run("info", built["path"]), "unsupported schedule format 7")
+
+
+def test_list_skips_nothing_and_reports_broken(tmp_path):
+    build_json(tmp_path, "--k", "100", "--method", "random")
+    (tmp_path / "junk.zarr").mkdir()
+    rows = json.loads(run("list", tmp_path, "--json").stdout)
+    assert len(rows) == 2 and "error" in rows[1]
+    _one_line_error(run("list", tmp_path / "nope"), "not a directory")
