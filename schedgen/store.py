@@ -32,6 +32,7 @@ __all__ = [
     "read_schedule",
     "is_remote",
     "atomic_directory",
+    "read_attrs",
 ]
 
 FORMAT_VERSION = 1
@@ -125,11 +126,23 @@ class Schedule:
 
     @property
     def n_samples(self) -> int:
-        return int(self.dataset["n_samples"])
+        n = self.dataset.get("n_samples") if isinstance(self.dataset, dict) else None
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+            raise StoreError(f"dataset.n_samples must be a non-negative integer, got {n!r}")
+        return int(n)
 
     @property
     def digest(self) -> str:
-        return schedule_digest(self.indices, self.batch_offsets)
+        # Cached: the arrays of a Schedule are not meant to change after construction.
+        d = self.__dict__.get("_digest")
+        if d is None:
+            d = schedule_digest(self.indices, self.batch_offsets)
+            object.__setattr__(self, "_digest", d)
+        return d
+
+    def _covered_arrays(self) -> dict:
+        """Arrays covered by ``array_digests``: epoch_offsets and every optional array."""
+        return {"epoch_offsets": self.epoch_offsets, **self.batch_arrays, **self.epoch_arrays}
 
     def batch(self, b: int) -> np.ndarray:
         """Indices of global batch ``b`` (a view)."""
@@ -155,10 +168,7 @@ class Schedule:
                 "digest": self.digest,
                 "batch_arrays": sorted(self.batch_arrays),
                 "epoch_arrays": sorted(self.epoch_arrays),
-                "array_digests": {
-                    name: array_digest(a)
-                    for name, a in sorted({**self.batch_arrays, **self.epoch_arrays}.items())
-                },
+                "array_digests": {name: array_digest(a) for name, a in sorted(self._covered_arrays().items())},
                 "schedgen_version": self.schedgen_version or __version__,
             }
         )
@@ -428,7 +438,8 @@ def read_schedule(path: str | os.PathLike, *, verify: bool = True) -> Schedule:
     batch_arrays = {n: _load_array(group, n, where) for n in batch_names}
     epoch_arrays = {n: _load_array(group, n, where) for n in epoch_names}
     if verify:
-        for name, a in {**batch_arrays, **epoch_arrays}.items():
+        covered = {"epoch_offsets": epoch_offsets, **batch_arrays, **epoch_arrays}
+        for name, a in covered.items():
             if digests.get(name) != array_digest(a):
                 raise StoreError(f"{where}: array {name!r} does not match its recorded digest")
     schedule = Schedule(

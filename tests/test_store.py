@@ -315,3 +315,20 @@ def test_wrong_dtype_array(store_path):
     g.create_array("indices", data=idx.astype(np.float64))
     with pytest.raises(StoreError, match="1-D int64"):
         read_schedule(store_path)
+
+
+def test_tampered_epoch_offsets(tmp_path):
+    import zarr
+
+    p = write_schedule(random_schedule(n=100, k=10, epochs=2, extras=False), tmp_path / "s.zarr")
+    g = zarr.open_group(str(p), mode="r+")
+    g["epoch_offsets"][1] = 3  # still monotone and in range: only the digest can tell
+    with pytest.raises(StoreError, match="epoch_offsets"):
+        read_schedule(p)
+
+
+def test_schedule_without_n_samples_is_a_store_error(tmp_path):
+    s = random_schedule()
+    bad = Schedule(s.indices, s.batch_offsets, s.epoch_offsets, "random", {}, {"name": "x"}, 10)
+    with pytest.raises(StoreError, match="n_samples"):
+        write_schedule(bad, tmp_path / "s.zarr")
