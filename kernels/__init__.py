@@ -1,1 +1,51 @@
-"""Gram-matrix compute layer, shipped as ``schedgen.kernels``."""
+"""Gram-matrix compute layer, shipped as ``schedgen.kernels``.
+
+Kernels (:class:`RBF`, :class:`Polynomial`, built by :func:`make_kernel`) and the
+blocked routines over them (:func:`row_sums`, :func:`block_sums`, :func:`gram`) that
+never hold an N × N matrix. Works on NumPy or CuPy arrays; :mod:`.backend` is the
+only module that touches cupy, and results come back to the host as float64 NumPy.
+"""
+
+from __future__ import annotations
+
+from . import backend
+from .backend import get_namespace, resolve_device, to_device, to_numpy
+from .bandwidth import (
+    FALLBACK_BANDWIDTH,
+    SUBSAMPLE_STREAM,
+    is_numerically_diagonal,
+    median_bandwidth,
+    median_offdiag,
+    median_sq_distance,
+    subsample_indices,
+)
+from .blocked import RowSums, block_sums, default_blocks, gram, row_sums
+from .factory import KERNELS, make_kernel
+from .families import RBF, Kernel, Polynomial, kernel_from_params, sq_norms
+
+__all__ = [
+    "backend",
+    "get_namespace",
+    "resolve_device",
+    "to_device",
+    "to_numpy",
+    "Kernel",
+    "RBF",
+    "Polynomial",
+    "KERNELS",
+    "make_kernel",
+    "kernel_from_params",
+    "sq_norms",
+    "RowSums",
+    "row_sums",
+    "block_sums",
+    "gram",
+    "default_blocks",
+    "median_sq_distance",
+    "median_bandwidth",
+    "median_offdiag",
+    "is_numerically_diagonal",
+    "subsample_indices",
+    "SUBSAMPLE_STREAM",
+    "FALLBACK_BANDWIDTH",
+]

@@ -1,0 +1,147 @@
+"""The median heuristic for the RBF bandwidth, and the "numerically diagonal" check.
+
+Both look at the same fixed subsample: all samples when N <= max_samples,
+otherwise ``max_samples`` rows drawn without replacement by
+``np.random.default_rng([seed, SUBSAMPLE_STREAM])`` (a pure function of the seed;
+the second word keeps this stream apart from every other use of the seed).
+Distances are computed in float64 on the host.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from schedgen.errors import ParameterError
+
+from ._parallel import pinned_blas
+from .backend import get_namespace, to_numpy
+from .families import Kernel, as_float_matrix
+
+__all__ = [
+    "SUBSAMPLE_STREAM",
+    "FALLBACK_BANDWIDTH",
+    "DIAGONAL_TOL",
+    "subsample_indices",
+    "median_sq_distance",
+    "median_bandwidth",
+    "median_offdiag",
+    "is_numerically_diagonal",
+]
+
+#: Second word of the subsample's seed sequence ("mmd" in ASCII).
+SUBSAMPLE_STREAM = 0x6D6D64
+#: σ returned when the median squared distance is 0 (e.g. constant data).
+FALLBACK_BANDWIDTH = 1.0
+#: A kernel is numerically diagonal when its median |off-diagonal| value is below
+#: this fraction of its median diagonal value.
+DIAGONAL_TOL = 1e-6
+
+
+def _nonneg_int(value: Any, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
+        raise ParameterError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def subsample_indices(n: int, *, seed: int = 0, max_samples: int = 2000) -> np.ndarray:
+    """Sorted int64 indices of the rows the median heuristic looks at.
+
+    ``arange(n)`` when ``n <= max_samples``; otherwise ``max_samples`` distinct rows
+    drawn by ``np.random.default_rng([seed, SUBSAMPLE_STREAM]).choice(n, max_samples,
+    replace=False)``, sorted.
+    """
+    n = _nonneg_int(n, "n", 0)
+    seed = _nonneg_int(seed, "seed", 0)
+    max_samples = _nonneg_int(max_samples, "max_samples", 2)
+    if n <= max_samples:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng([seed, SUBSAMPLE_STREAM])
+    return np.sort(rng.choice(n, size=max_samples, replace=False)).astype(np.int64)
+
+
+def _subsample64(X: Any, seed: int, max_samples: int) -> np.ndarray:
+    X = as_float_matrix(X)
+    xp = get_namespace(X)
+    idx = subsample_indices(X.shape[0], seed=seed, max_samples=max_samples)
+    Y = to_numpy(X[xp.asarray(idx)]).astype(np.float64)
+    if not np.isfinite(Y).all():
+        raise ParameterError("X must hold finite values only, got NaN or infinity")
+    return Y
+
+
+def _upper(M: np.ndarray) -> np.ndarray:
+    return M[np.triu_indices(M.shape[0], k=1)]
+
+
+def median_sq_distance(X: Any, *, seed: int = 0, max_samples: int = 2000) -> float:
+    """Median of ``‖x_i - x_j‖²`` over distinct pairs i < j of the subsample.
+
+    Float64, ``‖x‖² + ‖y‖² - 2xᵀy`` clamped at 0; an even number of pairs takes
+    the mean of the two middle values (``np.median``). 0.0 when there is no pair.
+    """
+    Y = _subsample64(X, seed, max_samples)
+    if Y.shape[0] < 2:
+        return 0.0
+    sq = np.einsum("ij,ij->i", Y, Y)
+    with pinned_blas():  # the same bits for any BLAS thread count (see _parallel)
+        G = Y @ Y.T
+    D2 = sq[:, None] + sq[None, :] - 2.0 * G
+    np.maximum(D2, 0.0, out=D2)
+    return float(np.median(_upper(D2)))
+
+
+def median_bandwidth(X: Any, *, seed: int = 0, max_samples: int = 2000) -> float:
+    """σ of the median heuristic: ``2σ² = median_sq_distance(X)``.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+    seed : int
+        Seeds the subsample when ``n_samples > max_samples``.
+    max_samples : int
+        Largest subsample (all pairs of it are used).
+
+    Returns
+    -------
+    float
+        ``sqrt(median / 2)``; :data:`FALLBACK_BANDWIDTH` (1.0) when the median is 0
+        (e.g. constant data), which callers should warn about.
+    """
+    m = median_sq_distance(X, seed=seed, max_samples=max_samples)
+    if not m > 0:
+        return FALLBACK_BANDWIDTH
+    return math.sqrt(m / 2.0)
+
+
+def _offdiag_and_diag(kernel: Kernel, X: Any, seed: int, max_samples: int):
+    if not isinstance(kernel, Kernel):
+        raise ParameterError(f"kernel must be a schedgen.kernels kernel, got {type(kernel).__name__}")
+    Y = _subsample64(X, seed, max_samples)
+    with pinned_blas():
+        K = kernel.block(Y, Y)
+    return _upper(K), np.diagonal(K)
+
+
+def median_offdiag(kernel: Kernel, X: Any, *, seed: int = 0, max_samples: int = 2000) -> float:
+    """Median of ``K(x_i, x_j)`` over pairs i < j of the subsample (float64); nan without pairs."""
+    off, _ = _offdiag_and_diag(kernel, X, seed, max_samples)
+    return float(np.median(off)) if off.size else math.nan
+
+
+def is_numerically_diagonal(
+    kernel: Kernel, X: Any, *, seed: int = 0, max_samples: int = 2000, tol: float = DIAGONAL_TOL
+) -> bool:
+    """Whether the kernel matrix is numerically diagonal on the subsample.
+
+    True when ``median |K(x_i, x_j)|`` (i < j) ``< tol · median K(x_i, x_i)``; for RBF
+    (diagonal 1) that is "median off-diagonal value below 1e-6". False with fewer
+    than two samples.
+    """
+    off, diag = _offdiag_and_diag(kernel, X, seed, max_samples)
+    if off.size == 0:
+        return False
+    return bool(np.median(np.abs(off)) < tol * np.median(np.abs(diag)))
