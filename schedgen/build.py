@@ -143,14 +143,22 @@ def _random_params(cfg: BuildConfig, ds: Dataset) -> dict:
     return {"seed": cfg.seed, "epochs": cfg.epochs}
 
 
+#: Stream tag of the random method's draws (keeps them apart from other methods' keys:
+#: SeedSequence pads keys with zeros, so [seed, e] and [seed, e, 0] would collide).
+RANDOM_STREAM = 0x72616E64  # "rand"
+
+
 def _random(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None, ctx: dict) -> MethodOutput:
     """Seeded permutations cut into batches of k (the last batch short).
 
-    Epoch e is ``default_rng([seed, e]).permutation(N)``.
+    Epoch e is ``default_rng([seed, RANDOM_STREAM, e]).permutation(N)``.
     """
     n = ds.n_samples
     sizes = [k] * (n // k) + ([n % k] if n % k else [])
-    perms = [np.random.default_rng([cfg.seed, e]).permutation(n).astype(np.int64) for e in range(cfg.epochs)]
+    perms = [
+        np.random.default_rng([cfg.seed, RANDOM_STREAM, e]).permutation(n).astype(np.int64)
+        for e in range(cfg.epochs)
+    ]
     per_epoch = len(sizes)
     return MethodOutput(
         indices=np.concatenate(perms),
@@ -161,10 +169,9 @@ def _random(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None, ct
 
 
 def _mmd_params(cfg: BuildConfig, ds: Dataset) -> dict:
-    from .features import FeatureSpec
     from .solvers import DEFAULT_SOLVER
 
-    spec = FeatureSpec(pca=cfg.pca, standardize=cfg.standardize, seed=cfg.seed)
+    spec = _feature_spec(cfg)
     p = {
         "seed": cfg.seed,
         "solver": cfg.solver or DEFAULT_SOLVER,
@@ -187,13 +194,56 @@ def _mmd(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None, ctx: 
 
 
 def _learn2mix_params(cfg: BuildConfig, ds: Dataset) -> dict:
-    raise ParameterError("method 'learn2mix' is not available yet in this version")
+    from .learn2mix import parse_groups
+
+    if not (isinstance(cfg.mixing_rate, (int, float)) and 0 < cfg.mixing_rate <= 1):
+        raise ParameterError(f"mixing rate must be in (0, 1], got {cfg.mixing_rate!r}")
+    if cfg.groups is not None:
+        groups = f"kmeans:{parse_groups(cfg.groups)}"
+    else:
+        groups = "dataset" if ds.groups is not None else "labels"
+    return {
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "mixing_rate": float(cfg.mixing_rate),
+        "groups": groups,
+        "lr": "auto",
+        **_feature_spec(cfg).params(ds.n_features),
+    }
+
+
+def _feature_spec(cfg: BuildConfig):
+    from .features import FeatureSpec
+
+    return FeatureSpec(pca=cfg.pca, standardize=cfg.standardize, seed=cfg.seed)
+
+
+def _learn2mix(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None, ctx: dict) -> MethodOutput:
+    from .features import prepare_features
+    from .learn2mix import kmeans_groups, learn2mix_schedule, parse_groups
+
+    X = prepare_features(ds, _feature_spec(cfg))
+    if cfg.groups is not None:
+        groups = kmeans_groups(X, parse_groups(cfg.groups), seed=cfg.seed)
+    else:
+        groups = ds.groups if ds.groups is not None else ds.y
+    r = learn2mix_schedule(
+        X, groups, k, epochs=cfg.epochs, mixing_rate=cfg.mixing_rate, seed=cfg.seed, progress=progress
+    )
+    return MethodOutput(
+        indices=r.indices,
+        batch_offsets=r.batch_offsets,
+        epoch_offsets=r.epoch_offsets,
+        params=r.params,
+        epoch_arrays={"class_proportions": r.class_proportions, "class_losses": r.class_losses},
+    )
 
 
 #: name -> (params(cfg, dataset), run(cfg, dataset, k, progress, ctx))
 METHODS: dict[str, tuple] = {
     "random": (_random_params, _random),
     "mmd": (_mmd_params, _mmd),
+    "learn2mix": (_learn2mix_params, _learn2mix),
 }
 
 

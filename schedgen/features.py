@@ -1,0 +1,110 @@
+"""Features: from a dataset's raw values to the float32 matrix the kernels see.
+
+Image pixels are scaled to [0, 1]; ``npz:`` features are used exactly as given.
+Optionally standardised (opt-in), then projected by a deterministic PCA fitted on
+a seeded subsample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import Dataset
+from .errors import ParameterError
+
+__all__ = ["FeatureSpec", "prepare_features", "pca_basis", "DEFAULT_PCA", "PCA_THRESHOLD"]
+
+#: PCA dimension used by default when the input has more than PCA_THRESHOLD dims.
+DEFAULT_PCA = 128
+PCA_THRESHOLD = 256
+#: Rows the PCA is fitted on (a seeded subsample when the dataset is larger).
+PCA_FIT_ROWS = 20_000
+_PCA_STREAM = 0x504341  # "PCA": second word of the subsample's rng key
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How features are derived from a dataset.
+
+    pca : int or None
+        ``None``: DEFAULT_PCA when the input has more than PCA_THRESHOLD dims, else
+        keep the features; ``0``: keep; ``D > 0``: project to D dims.
+    standardize : bool
+        Scale each feature to zero mean and unit variance (before PCA).
+    seed : int
+        Seeds the PCA subsample.
+    """
+
+    pca: int | None = None
+    standardize: bool = False
+    seed: int = 0
+
+    def resolved_pca(self, n_features: int) -> int:
+        """The PCA dimension actually used (0 = no projection)."""
+        if self.pca is None:
+            return DEFAULT_PCA if n_features > PCA_THRESHOLD else 0
+        if isinstance(self.pca, bool) or not isinstance(self.pca, (int, np.integer)) or self.pca < 0:
+            raise ParameterError(f"--pca must be a non-negative integer (0 keeps the features), got {self.pca!r}")
+        if self.pca >= n_features:
+            return 0
+        return int(self.pca)
+
+    def params(self, n_features: int) -> dict:
+        return {"pca": self.resolved_pca(n_features), "standardize": bool(self.standardize)}
+
+
+def pca_basis(X: np.ndarray, dim: int, *, seed: int = 0, fit_rows: int = PCA_FIT_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and top-``dim`` principal axes of ``X``, deterministic.
+
+    Fitted in float64 on all rows when ``N <= fit_rows``, else on ``fit_rows`` rows drawn
+    without replacement by ``default_rng([seed, 0x504341])``. Each axis' sign is fixed so
+    that its largest-magnitude coordinate is positive (first such coordinate on ties).
+
+    Returns
+    -------
+    mean : array of shape (n_features,), float64
+    axes : array of shape (n_features, dim), float64
+    """
+    n = X.shape[0]
+    if n > fit_rows:
+        rows = np.sort(np.random.default_rng([seed, _PCA_STREAM]).choice(n, size=fit_rows, replace=False))
+        S = X[rows].astype(np.float64)
+    else:
+        S = X.astype(np.float64)
+    mean = S.mean(axis=0)
+    S -= mean
+    cov = S.T @ S / max(len(S) - 1, 1)
+    w, V = np.linalg.eigh(cov)
+    order = np.argsort(-w, kind="stable")[:dim]
+    axes = V[:, order]
+    pivot = np.argmax(np.abs(axes), axis=0)
+    signs = np.sign(axes[pivot, np.arange(axes.shape[1])])
+    signs[signs == 0] = 1.0
+    return mean, axes * signs
+
+
+def prepare_features(dataset: Dataset, spec: FeatureSpec = FeatureSpec(), *, block_rows: int = 8192) -> np.ndarray:
+    """The feature matrix the kernels use, float32 of shape (n_samples, n_dims).
+
+    ``x = raw / pixel_max`` for images (raw values for ``npz:``), then optional
+    standardisation, then ``(x - mean) @ axes`` when a PCA dimension is in force.
+    """
+    X = dataset.X
+    if dataset.pixel_max is not None:
+        X = X * np.float32(1.0 / dataset.pixel_max)
+    if spec.standardize:
+        mu = X.mean(axis=0, dtype=np.float64)
+        sd = X.std(axis=0, dtype=np.float64)
+        sd[sd == 0] = 1.0  # constant columns stay constant (zero) instead of dividing by 0
+        X = ((X - mu) / sd).astype(np.float32)
+    dim = spec.resolved_pca(X.shape[1])
+    if dim == 0:
+        return np.ascontiguousarray(X, dtype=np.float32)
+    mean, axes = pca_basis(X, dim, seed=spec.seed)
+    out = np.empty((X.shape[0], dim), dtype=np.float32)
+    for start in range(0, X.shape[0], block_rows):
+        blk = X[start : start + block_rows].astype(np.float64) - mean
+        out[start : start + block_rows] = blk @ axes
+    return out

@@ -1,0 +1,136 @@
+"""The ``mmd`` method: features -> kernel -> cached row sums -> selection loop.
+
+Cached artifacts (under ``<out_dir>/.cache``), keyed by the dataset fingerprint and
+the parameters that shape them, so a second build with another k or solver skips
+the N^2 pass:
+
+* ``features-<key>.npy``: the fitted feature matrix (after scaling/PCA);
+* ``rowsums-<key>.npz``: ``s_tot`` and ``neg_tot`` for the kernel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .data import Dataset
+from .features import FeatureSpec, prepare_features
+from .kernels import backend, make_kernel, row_sums, is_numerically_diagonal
+from .selection import mmd_schedule
+from .solvers import get_solver
+
+__all__ = ["run_mmd", "cached_features", "cached_row_sums"]
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:24]
+
+
+def _atomic_save(path: Path, save: Callable[[Path], None]) -> None:
+    """Write via a temporary sibling and rename; a failed cache write is not an error."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save(tmp)
+        os.replace(tmp, path)
+    except OSError:
+        # The cache only saves time; a read-only or full disk must not fail a build here.
+        # (The store write that follows reports such a disk clearly.)
+        pass
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def cached_features(ds: Dataset, spec: FeatureSpec, cache_dir: Path | None) -> np.ndarray:
+    """``prepare_features(ds, spec)``, memoised on disk by fingerprint and spec."""
+    if cache_dir is None:
+        return prepare_features(ds, spec)
+    params = spec.params(ds.n_features)
+    if params["pca"] == 0 and not params["standardize"] and ds.pixel_max is None:
+        return prepare_features(ds, spec)  # nothing fitted: the features are the data
+    path = Path(cache_dir) / f"features-{_key(ds.fingerprint, params, spec.seed)}.npy"
+    if path.exists():
+        try:
+            X = np.load(path, allow_pickle=False)
+            if X.shape[0] == ds.n_samples and X.dtype == np.float32:
+                return X
+        except (OSError, ValueError):
+            pass  # a damaged cache entry is recomputed
+    X = prepare_features(ds, spec)
+    _atomic_save(path, lambda p: np.save(p, X))
+    return X
+
+
+def cached_row_sums(kernel, X, *, fingerprint: str, feature_params: dict, cache_dir: Path | None):
+    """``row_sums(kernel, X)``, memoised on disk by fingerprint, features and kernel."""
+    if cache_dir is None:
+        return row_sums(kernel, X)
+    key = _key(fingerprint, feature_params, kernel.params(), str(X.dtype), int(X.shape[0]))
+    path = Path(cache_dir) / f"rowsums-{key}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                s, neg = z["s_tot"], z["neg_tot"]
+            if s.shape == (X.shape[0],) and neg.shape == (X.shape[0],):
+                return s, neg
+        except (OSError, ValueError, KeyError):
+            pass
+    s, neg = row_sums(kernel, X)
+
+    def save(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez(f, s_tot=s, neg_tot=neg)
+
+    _atomic_save(path, save)
+    return s, neg
+
+
+def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None = None, warn=None):
+    """Build the MMD schedule of ``ds`` for batch size ``k`` (``cfg`` a BuildConfig)."""
+    from .build import MethodOutput
+
+    warn = warn or (lambda msg: None)
+    spec = FeatureSpec(pca=cfg.pca, standardize=cfg.standardize, seed=cfg.seed)
+    feature_params = spec.params(ds.n_features)
+    X_host = cached_features(ds, spec, cache_dir)
+    device = backend.resolve_device(cfg.device)
+    X = backend.to_device(X_host, device)
+    kernel = make_kernel(
+        cfg.kernel, bandwidth=cfg.bandwidth, degree=cfg.degree, coef0=cfg.coef0, X=X_host, seed=cfg.seed
+    )
+    if np.all(X_host == X_host[:1]):
+        warn("all samples are identical: every batch is equally good; batches follow sample order")
+    elif is_numerically_diagonal(kernel, X_host, seed=cfg.seed):
+        warn(
+            "the kernel is numerically diagonal (median off-diagonal value below 1e-6): "
+            "the schedule would be arbitrary; use --bandwidth median or a larger bandwidth"
+        )
+    solver = get_solver(cfg.solver) if cfg.solver else get_solver(None)
+    s_tot, neg_tot = cached_row_sums(
+        kernel, X, fingerprint=ds.fingerprint, feature_params=feature_params, cache_dir=cache_dir
+    )
+    state = mmd_schedule(
+        X,
+        k,
+        kernel=kernel,
+        solver=solver,
+        s_tot=s_tot,
+        neg_tot=neg_tot,
+        coefficients="paper" if cfg.paper_coefficients else "exact",
+        progress=progress,
+    )
+    sizes = [len(b) for b in state.batches]
+    return MethodOutput(
+        indices=np.concatenate(state.batches).astype(np.int64),
+        batch_offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        epoch_offsets=np.array([0, len(sizes)], dtype=np.int64),
+        params={**kernel.params(), "bandwidth_rule": cfg.bandwidth if cfg.kernel == "rbf" and isinstance(cfg.bandwidth, str) else None},
+        batch_arrays={"batch_mmd2": np.asarray(state.mmd2, dtype=np.float64)},
+    )
