@@ -168,6 +168,19 @@ def _random(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None, ct
     )
 
 
+def _bandwidth(value) -> str | float:
+    """``"median"`` or a positive finite σ (numeric strings from the CLI accepted)."""
+    if isinstance(value, str) and value.strip().lower() == "median":
+        return "median"
+    try:
+        sigma = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"bandwidth must be 'median' or a positive number, got {value!r}") from None
+    if isinstance(value, bool) or not np.isfinite(sigma) or sigma <= 0:
+        raise ParameterError(f"bandwidth must be 'median' or a positive number, got {value!r}")
+    return sigma
+
+
 def _mmd_params(cfg: BuildConfig, ds: Dataset) -> dict:
     from .solvers import DEFAULT_SOLVER
 
@@ -180,7 +193,7 @@ def _mmd_params(cfg: BuildConfig, ds: Dataset) -> dict:
         **spec.params(ds.n_features),
     }
     if cfg.kernel == "rbf":
-        p["bandwidth"] = cfg.bandwidth if isinstance(cfg.bandwidth, str) else float(cfg.bandwidth)
+        p["bandwidth"] = _bandwidth(cfg.bandwidth)
     else:
         p["degree"] = cfg.degree
         p["coef0"] = float(cfg.coef0)
@@ -190,6 +203,8 @@ def _mmd_params(cfg: BuildConfig, ds: Dataset) -> dict:
 def _mmd(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None, ctx: dict) -> MethodOutput:
     from .mmd import run_mmd
 
+    if cfg.kernel == "rbf":
+        cfg = replace(cfg, bandwidth=_bandwidth(cfg.bandwidth))
     return run_mmd(cfg, ds, k, progress=progress, cache_dir=ctx["cache_dir"], warn=ctx["warn"])
 
 

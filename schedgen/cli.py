@@ -221,6 +221,24 @@ def export(
         _print({"path": str(out), "format": fmt}, as_json, f"wrote {out}")
 
 
+@app.command()
+def plot(
+    path: str = typer.Argument(..., help="A schedule store (.zarr) or URL."),
+    output: Path = typer.Option(..., "--output", "-o", help="PNG file to write."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="MMD: also draw a seeded random order (needs the dataset)."),
+    seed: int = typer.Option(0, help="Seed of the random baseline."),
+    data_dir: Optional[Path] = typer.Option(None, help="Where the dataset files live."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Draw a schedule: per-batch MMD² (mmd) or class proportions and losses per epoch (learn2mix)."""
+    from .plot import plot_schedule
+
+    with _edge():
+        r = plot_schedule(path, output, data_dir=str(data_dir) if data_dir else None, baseline=baseline, seed=seed)
+        summary = ", ".join(f"{k} {v:.3g}" for k, v in r.series.items() if isinstance(v, float))
+        _print({"path": str(r.path), "method": r.method, **r.series}, as_json, f"wrote {r.path}" + (f" ({summary})" if summary else ""))
+
+
 def main() -> None:  # console-script entry point
     app()
 

@@ -92,6 +92,11 @@ def cached_row_sums(kernel, X, *, fingerprint: str, feature_params: dict, cache_
     return s, neg
 
 
+def _rule(cfg) -> str | None:
+    """The bandwidth rule stored beside the sigma it produced ("median"), None for a given sigma."""
+    return cfg.bandwidth if cfg.kernel == "rbf" and isinstance(cfg.bandwidth, str) else None
+
+
 def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None = None, warn=None):
     """Build the MMD schedule of ``ds`` for batch size ``k`` (``cfg`` a BuildConfig)."""
     from .build import MethodOutput
@@ -106,8 +111,21 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
         cfg.kernel, bandwidth=cfg.bandwidth, degree=cfg.degree, coef0=cfg.coef0, X=X_host, seed=cfg.seed
     )
     if np.all(X_host == X_host[:1]):
+        # Every batch is equally good (MMD^2 = 0 throughout): the documented tie rule,
+        # smaller index first, gives sample order. Solvers would return any of the tied optima.
         warn("all samples are identical: every batch is equally good; batches follow sample order")
-    elif is_numerically_diagonal(kernel, X_host, seed=cfg.seed):
+        n = ds.n_samples
+        sizes = [k] * (n // k) + ([n % k] if n % k else [])
+        mmd2 = np.zeros(len(sizes))
+        mmd2[-1] = np.nan  # nothing left unscheduled after the last batch
+        return MethodOutput(
+            indices=np.arange(n, dtype=np.int64),
+            batch_offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            epoch_offsets=np.array([0, len(sizes)], dtype=np.int64),
+            params={**kernel.params(), "bandwidth_rule": _rule(cfg)},
+            batch_arrays={"batch_mmd2": mmd2},
+        )
+    if is_numerically_diagonal(kernel, X_host, seed=cfg.seed):
         warn(
             "the kernel is numerically diagonal (median off-diagonal value below 1e-6): "
             "the schedule would be arbitrary; use --bandwidth median or a larger bandwidth"
@@ -131,6 +149,6 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
         indices=np.concatenate(state.batches).astype(np.int64),
         batch_offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         epoch_offsets=np.array([0, len(sizes)], dtype=np.int64),
-        params={**kernel.params(), "bandwidth_rule": cfg.bandwidth if cfg.kernel == "rbf" and isinstance(cfg.bandwidth, str) else None},
+        params={**kernel.params(), "bandwidth_rule": _rule(cfg)},
         batch_arrays={"batch_mmd2": np.asarray(state.mmd2, dtype=np.float64)},
     )
