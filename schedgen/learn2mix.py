@@ -755,6 +755,7 @@ def learn2mix_schedule(
     batches_per_epoch: int | None = None,
     lr: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    checkpoint=None,
 ) -> Learn2MixResult:
     """Precompute a learn2mix schedule with losses from a softmax-regression proxy.
 
@@ -788,6 +789,10 @@ def learn2mix_schedule(
         SGD step of the proxy; :func:`default_lr` by default.
     progress : callable(done_batches, total_batches), optional
         Called once before the first batch and after every batch.
+    checkpoint : schedgen.checkpoint.Checkpoint, optional
+        Resume from its saved state (epoch, batch, proxy weights, α and the
+        trajectory so far; the batches themselves are re-derived) and save the state
+        as the build goes. A resumed run gives the same bytes as an uninterrupted one.
 
     Returns
     -------
@@ -821,24 +826,40 @@ def learn2mix_schedule(
     alpha = planner.initial_alpha
     alphas = np.empty((epochs, C), dtype=np.float64)
     losses = np.empty((epochs, C), dtype=np.float64)
-    matrices = []
+    e0 = i0 = 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None and saved["W"].shape == W.shape and saved["alphas"].shape == alphas.shape:
+        e0, i0 = int(saved["epoch"]), int(saved["batch"])
+        W, b, alpha = saved["W"], saved["b"], saved["alpha"]
+        alphas[:], losses[:] = saved["alphas"], saved["losses"]
+
+    def state(e: int, i: int) -> dict:
+        # Everything else (the batches) is a pure function of (epoch, alpha): not saved.
+        return {"epoch": np.int64(e), "batch": np.int64(i), "W": W, "b": b, "alpha": alpha,
+                "alphas": alphas, "losses": losses}
+
     if progress:
-        progress(0, total)
-    for e in range(epochs):
+        progress(e0 * B + i0, total)
+    for e in range(e0, epochs):
         alphas[e] = alpha
         M = planner.epoch_matrix(e, alpha)
-        matrices.append(M)
-        for i, batch in enumerate(M):
+        for i in range(i0 if e == e0 else 0, B):
+            batch = M[i]
             Xb = A[batch].astype(np.float64)
             G = np.exp(_log_softmax(Xb @ W + b))
             G[np.arange(k), y[batch]] -= 1.0
             G /= k
             W -= lr * (Xb.T @ G)
             b -= lr * G.sum(axis=0)
+            if checkpoint is not None and i + 1 < B:
+                checkpoint.maybe_save(lambda: state(e, i + 1))
             if progress:
                 progress(e * B + i + 1, total)
         losses[e] = class_mean_losses(_proxy_losses(A, y, W, b), y, C)
         alpha = update_alpha(alpha, losses[e], planner.mixing_rate)
+        if checkpoint is not None and e + 1 < epochs:
+            checkpoint.maybe_save(lambda: state(e + 1, 0))
+    matrices = [planner.epoch_matrix(e, alphas[e]) for e in range(epochs)]
 
     params = {
         "seed": planner.seed,

@@ -1,0 +1,99 @@
+"""Checkpoints of long builds, so that a killed build continues where it stopped.
+
+A checkpoint is one ``.npz`` file of arrays under a deterministic path (beside the
+store being built), tagged with the build's cache key. It is written atomically
+(temporary file, then rename), so a kill during a save leaves the previous one.
+A checkpoint whose key does not match, or that cannot be read, is ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+__all__ = ["Checkpoint", "checkpoint_interval", "CHECKPOINT_SECONDS_ENV"]
+
+#: Seconds between checkpoints (environment override, e.g. 0 = after every step).
+CHECKPOINT_SECONDS_ENV = "SCHEDGEN_CHECKPOINT_SECONDS"
+DEFAULT_CHECKPOINT_SECONDS = 30.0
+
+
+def checkpoint_interval() -> float:
+    """The checkpoint period in seconds: ``$SCHEDGEN_CHECKPOINT_SECONDS`` or 30."""
+    raw = os.environ.get(CHECKPOINT_SECONDS_ENV, "")
+    try:
+        v = float(raw)
+    except ValueError:
+        return DEFAULT_CHECKPOINT_SECONDS
+    return v if v >= 0 else DEFAULT_CHECKPOINT_SECONDS
+
+
+class Checkpoint:
+    """Save and load a build's resumable state.
+
+    Parameters
+    ----------
+    path : path of the ``.npz`` file
+    key : str
+        The build's cache key; a checkpoint with another key is not loaded.
+    every : float, optional
+        Minimum seconds between two saves by :meth:`maybe_save` (default
+        :func:`checkpoint_interval`).
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str, *, every: float | None = None) -> None:
+        self.path = Path(path)
+        self.key = key
+        self.every = checkpoint_interval() if every is None else float(every)
+        self._last = time.monotonic()
+        self.saves = 0
+
+    def load(self) -> dict | None:
+        """The saved arrays, or None when there is no usable checkpoint for this key."""
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                if "__key__" not in z.files or str(z["__key__"]) != self.key:
+                    return None
+                return {name: z[name] for name in z.files if name != "__key__"}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None  # absent, truncated or foreign: start afresh
+
+    def save(self, state: Mapping[str, np.ndarray]) -> None:
+        """Write ``state`` atomically. A failed write (disk full) keeps the previous checkpoint."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                np.savez(f, __key__=np.array(self.key), **{k: np.asarray(v) for k, v in state.items()})
+            os.replace(tmp, self.path)
+            self.saves += 1
+        except OSError:
+            pass  # checkpoints only save time; the final store write reports disk problems
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self._last = time.monotonic()
+
+    def maybe_save(self, make_state: Callable[[], Mapping[str, np.ndarray]], *, force: bool = False) -> bool:
+        """Save ``make_state()`` when ``every`` seconds have passed (or ``force``)."""
+        if force or time.monotonic() - self._last >= self.every:
+            self.save(make_state())
+            return True
+        return False
+
+    def clear(self) -> None:
+        """Remove the checkpoint (after the store is complete)."""
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        try:
+            self.path.parent.rmdir()  # the partial directory, when empty
+        except OSError:
+            pass
