@@ -1,14 +1,16 @@
 """Gram-matrix compute layer, shipped as ``schedgen.kernels``.
 
 Kernels (:class:`RBF`, :class:`Polynomial`, built by :func:`make_kernel`) and the
-blocked routines over them (:func:`row_sums`, :func:`block_sums`, :func:`gram`) that
-never hold an N × N matrix. Works on NumPy or CuPy arrays; :mod:`.backend` is the
-only module that touches cupy, and results come back to the host as float64 NumPy.
+blocked routines over them (:func:`row_sums`, :func:`block_sums`, :func:`gram`, and
+:class:`WorkingSet` for the selection loop's columns) that never hold an N × N
+matrix. Works on NumPy or CuPy arrays; :mod:`.backend` is the only module that
+touches cupy, and results come back to the host as float64 NumPy.
 """
 
 from __future__ import annotations
 
 from . import backend
+from ._parallel import worker_pool
 from .backend import get_namespace, resolve_device, to_device, to_numpy
 from .bandwidth import (
     FALLBACK_BANDWIDTH,
@@ -22,6 +24,7 @@ from .bandwidth import (
 from .blocked import RowSums, block_sums, default_blocks, gram, row_sums
 from .factory import KERNELS, make_kernel
 from .families import RBF, Kernel, Polynomial, kernel_from_params, sq_norms
+from .workset import WorkingSet
 
 __all__ = [
     "backend",
@@ -41,6 +44,8 @@ __all__ = [
     "block_sums",
     "gram",
     "default_blocks",
+    "WorkingSet",
+    "worker_pool",
     "median_sq_distance",
     "median_bandwidth",
     "median_offdiag",

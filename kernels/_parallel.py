@@ -23,13 +23,16 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable
 
-__all__ = ["usable_cpus", "n_workers", "pinned_blas", "run_tasks", "can_pin_blas"]
+__all__ = ["usable_cpus", "n_workers", "pinned_blas", "run_tasks", "can_pin_blas", "worker_pool"]
 
 _lock = threading.Lock()
 _depth = 0
 _limiter = None
 _controller: Any = None
 _controller_loaded = False
+# The pool kept alive by ``worker_pool`` in this thread: ``.pool = (executor, workers)``.
+_local = threading.local()
+_DONE = object()
 
 
 def usable_cpus() -> int:
@@ -90,6 +93,33 @@ def n_workers(n_jobs: int | None, n_tasks: int) -> int:
     return max(1, min(want, n_tasks))
 
 
+@contextlib.contextmanager
+def worker_pool(n_jobs: int | None = None):
+    """Keep BLAS pinned and one set of worker threads alive for the body.
+
+    A loop that calls :func:`run_tasks` thousands of times (the selection loop)
+    otherwise pays for a thread pool and a threadpoolctl round trip on every
+    call. Inside the body, ``run_tasks`` reuses these threads (at most
+    ``n_jobs`` of them, default the usable CPUs; a call asking for fewer still
+    gets at most what it asked for). Results are unchanged: which thread runs a
+    task never changes its bits. Nested use keeps the outer pool. The pool belongs to
+    the calling thread: other threads keep making their own.
+    """
+    with pinned_blas():
+        if getattr(_local, "pool", None) is not None or not can_pin_blas():
+            yield
+            return
+        workers = max(1, usable_cpus() if n_jobs is None else int(n_jobs))
+        # The calling thread is one of the workers (see run_tasks).
+        ex = ThreadPoolExecutor(max_workers=max(1, workers - 1), thread_name_prefix="schedgen-kernels")
+        _local.pool = (ex, workers)
+        try:
+            yield
+        finally:
+            _local.pool = None
+            ex.shutdown(wait=True)
+
+
 def run_tasks(
     fn: Callable[[Any, Any], None],
     items: Iterable[Any],
@@ -98,32 +128,46 @@ def run_tasks(
 ) -> None:
     """Call ``fn(item, state)`` for every item, on worker threads with pinned BLAS.
 
-    ``make_state()`` builds one scratch state (tile buffers) per worker; tasks
-    borrow a state and give it back, so buffers are reused. Results must be
-    written by ``fn`` to disjoint places: the task order is not fixed.
+    ``make_state()`` builds one scratch state (tile buffers) per worker; each
+    worker takes the next item in turn and reuses its buffers. Results must be
+    written by ``fn`` to disjoint places: which worker runs which item is not
+    fixed. Inside :func:`worker_pool` the calling thread works too.
     """
     items = list(items)
     if not items:
         return
+    shared = getattr(_local, "pool", None)  # only the thread that opened worker_pool sees it
     workers = n_workers(n_jobs, len(items)) if can_pin_blas() else 1
+    if shared is not None:
+        workers = min(workers, shared[1])
     with pinned_blas():
         if workers == 1:
             state = make_state()
             for item in items:
                 fn(item, state)
             return
-        pool = [make_state() for _ in range(workers)]
-        pool_lock = threading.Lock()
+        # One runner per worker, each with its own state, pulling items in order.
+        it = iter(items)
+        it_lock = threading.Lock()
 
-        def task(item):
-            with pool_lock:
-                state = pool.pop()
-            try:
+        def runner():
+            state = make_state()
+            while True:
+                with it_lock:
+                    item = next(it, _DONE)
+                if item is _DONE:
+                    return
                 fn(item, state)
-            finally:
-                with pool_lock:
-                    pool.append(state)
 
+        if shared is not None:
+            # The calling thread is one of the runners: one thread wake-up fewer per call.
+            futs = [shared[0].submit(runner) for _ in range(workers - 1)]
+            try:
+                runner()
+            finally:
+                for fut in futs:
+                    fut.result()
+            return
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="schedgen-kernels") as ex:
-            for fut in [ex.submit(task, item) for item in items]:
+            for fut in [ex.submit(runner) for _ in range(workers)]:
                 fut.result()

@@ -10,8 +10,15 @@ kept up to date (DESIGN.md section 1)::
     Z_ii = K_ii -   c s_tot(i) +   s_P(i)                        (paper's eq. 6, literal)
 
 After B is chosen, ``s_P(i) += sum_{j in B} K_ij`` for the remaining samples: one
-(nQ x k) kernel block per step. The MMD^2(P u B, Q \\ B) after each step is tracked
-from running kernel sums, in float64.
+(nQ x k) kernel block per step, about N^2/2 kernel values over a schedule (half the
+row-sum pass), computed from GEMM operands prepared once (``WorkingSet``) or reused
+from the columns the solver already computed. The MMD^2(P u B, Q \\ B) after each
+step is tracked from running kernel sums, in float64.
+
+Cost on SVHN-shaped data (benchmarks/mmd_scale.py, N = 73,257, k = 50, 2 cores), as
+multiples of one row-sum pass, row sums included: ``lp`` about 1.9-2.0x, ``greedy``
+about 6x (one memory-bound full column per step), ``swap`` about 20x (greedy's 50
+columns per batch and one more per swap, ~170 in all).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import ParameterError
-from .kernels import gram, sq_norms, to_numpy
+from .kernels import WorkingSet, to_numpy, worker_pool
 from .solvers import BatchProblem
 
 __all__ = ["COEFFICIENTS", "MMDState", "mmd_schedule", "diag_coefficient"]
@@ -66,13 +73,12 @@ class MMDState:
         return len(self.Q) == 0
 
 
-def _mmd2(S_AA: float, S_AD: float, T: float, a: int, b: int) -> float:
-    """MMD^2 between A (a samples) and D \\ A (b samples) from kernel sums over A x A, A x D, D x D."""
+def _mmd2(S_AA: float, S_AR: float, S_RR: float, a: int, b: int) -> float:
+    """MMD^2 between A (a samples) and R = D \\ A (b samples) from the kernel sums over
+    A x A, A x R and R x R."""
     if a == 0 or b == 0:
         return float("nan")  # one side is empty: MMD is undefined
-    S_AB = S_AD - S_AA
-    S_BB = T - 2.0 * S_AD + S_AA
-    return S_AA / a**2 - 2.0 * S_AB / (a * b) + S_BB / b**2
+    return S_AA / a**2 - 2.0 * S_AR / (a * b) + S_RR / b**2
 
 
 def mmd_schedule(
@@ -87,6 +93,7 @@ def mmd_schedule(
     state: MMDState | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_step: Callable[[MMDState], None] | None = None,
+    n_jobs: int | None = None,
 ) -> MMDState:
     """Run the selection loop to the end and return its final state.
 
@@ -108,55 +115,106 @@ def mmd_schedule(
     progress : callable(done_batches, total_batches), optional
     on_step : callable(state), optional
         Called after every batch (checkpointing hooks in here).
+    n_jobs : int, optional
+        Host worker threads for the kernel blocks (default: the usable CPUs). Does
+        not change the result.
+
+    Notes
+    -----
+    Kernel values come from a :class:`~schedgen.kernels.WorkingSet`: the GEMM
+    operands of Q are built once and shrink with Q, so no step gathers ``X[Q]``.
+    The solver may ask for full columns ``K(c, Q)`` (``BatchProblem.columns``); those
+    it computed for the chosen batch are reused for the ``s_P`` update, the others
+    are computed in one (nQ x k) pass. BLAS stays pinned to one thread and one pool
+    of worker threads serves the whole loop, so the result does not depend on the
+    BLAS thread setting.
     """
     coef = diag_coefficient(coefficients)
     n = int(s_tot.shape[0])
     kdiag = np.asarray(to_numpy(kernel.diag(X)), dtype=np.float64)
-    sq = sq_norms(X)  # once: every kernel block below reuses the norms
-    T = float(np.sum(s_tot))
     has_neg = bool(np.any(neg_tot < 0))
     st = state if state is not None else MMDState.start(n)
     total = -(-n // k)
     if progress:
         progress(len(st.batches), total)
-    while not st.done:
-        Q = st.Q
-        nQ = len(Q)
-        nP = n - nQ
-        if nQ <= k:
-            pos = np.arange(nQ)
-        else:
-            c = (nP + k) / n
-            diag = kdiag[Q] - coef * c * s_tot[Q] + coef * st.sP
-            neg = neg_tot[Q] - st.negP
-            problem = BatchProblem(
-                diag=diag,
-                neg=neg,
-                k=k,
-                block=lambda r, cc, Q=Q: gram(kernel, X, Q[r], Q[cc], sq=sq),
+    with worker_pool(n_jobs):
+        # Kernel values carry the last bits of the GEMM tile they come from, and tiles
+        # follow the working set's slot layout, which depends on the removal history:
+        # replaying the batches (bookkeeping only) makes a resumed run identical.
+        ws = WorkingSet(kernel, X, n_jobs=n_jobs)
+        for B in st.batches:
+            ws.remove(np.searchsorted(ws.ids, B))
+        if not np.array_equal(ws.ids, st.Q):
+            raise ParameterError(
+                "state is inconsistent: its unscheduled samples Q must be all samples "
+                "minus its batches, in increasing order"
             )
-            pos = np.asarray(solver(problem), dtype=np.int64)
-            if len(pos) != k or len(np.unique(pos)) != k or pos.min() < 0 or pos.max() >= nQ:
-                raise RuntimeError(f"solver returned an invalid batch: {pos!r} (k={k}, nQ={nQ})")
-        B = Q[pos]
-        keep = np.ones(nQ, dtype=bool)
-        keep[pos] = False
-        KBB = gram(kernel, X, B, B, sq=sq)
-        st.S_AA += 2.0 * float(np.sum(st.sP[pos])) + float(np.sum(KBB))
-        st.S_AD += float(np.sum(s_tot[B]))
-        rest = Q[keep]
-        if len(rest):
-            G = gram(kernel, X, rest, B, sq=sq)
-            st.sP = st.sP[keep] + np.sum(G, axis=1)
-            st.negP = st.negP[keep] + (np.sum(np.minimum(G, 0.0), axis=1) if has_neg else 0.0)
-        else:
-            st.sP = st.sP[keep]
-            st.negP = st.negP[keep]
-        st.Q = rest
-        st.batches.append(B)
-        st.mmd2.append(_mmd2(st.S_AA, st.S_AD, T, n - len(rest), len(rest)))
-        if on_step:
-            on_step(st)
-        if progress:
-            progress(len(st.batches), total)
+        while not st.done:
+            _step(st, ws, k, n, coef, kdiag, s_tot, neg_tot, has_neg, solver)
+            if on_step:
+                on_step(st)
+            if progress:
+                progress(len(st.batches), total)
     return st
+
+
+def _step(st: MMDState, ws, k, n, coef, kdiag, s_tot, neg_tot, has_neg, solver) -> None:
+    """Choose one batch and update the state (and the working set) in place."""
+    Q = st.Q
+    nQ = len(Q)
+    nP = n - nQ
+    served: dict[int, np.ndarray] = {}  # position -> K(Q[pos], Q) as handed to the solver
+    if nQ <= k:
+        pos = np.arange(nQ)
+    else:
+        c = (nP + k) / n
+        diag = kdiag[Q] - coef * c * s_tot[Q] + coef * st.sP
+        neg = neg_tot[Q] - st.negP
+
+        def columns(cc):
+            out = ws.columns(Q[cc])
+            for r, p in enumerate(np.asarray(cc).tolist()):
+                served[p] = out[r]
+            return out
+
+        problem = BatchProblem(diag=diag, neg=neg, k=k, block=lambda r, cc: ws.block(Q[r], Q[cc]), columns=columns)
+        pos = np.asarray(solver(problem), dtype=np.int64)
+        if len(pos) != k or len(np.unique(pos)) != k or pos.min() < 0 or pos.max() >= nQ:
+            raise RuntimeError(f"solver returned an invalid batch: {pos!r} (k={k}, nQ={nQ})")
+    B = Q[pos]
+    keep = np.ones(nQ, dtype=bool)
+    keep[pos] = False
+    KBB = ws.block(B, B)
+    st.S_AA += 2.0 * float(np.sum(st.sP[pos])) + float(np.sum(KBB))
+    st.S_AD += float(np.sum(s_tot[B]))
+    rest = Q[keep]
+    if len(rest):
+        # s_P(i) += Σ_{b∈B} K(b, i). Columns the solver already has are summed in batch
+        # order (their entries at positions of B, possibly zeroed by it, are dropped);
+        # the others come from one fused pass that never materialises them.
+        have = [p for p in pos.tolist() if p in served]
+        missing = [p for p in pos.tolist() if p not in served]
+        inc = inc_neg = None
+        if missing:
+            inc, inc_neg = ws.column_sums(Q[np.asarray(missing, np.int64)], negative=has_neg)
+        for p in have:
+            col = served[p]
+            inc = col.copy() if inc is None else np.add(inc, col, out=inc)
+            if has_neg:
+                m = np.minimum(col, 0.0)
+                inc_neg = m if inc_neg is None else np.add(inc_neg, m, out=inc_neg)
+        st.sP = st.sP[keep] + inc[keep]
+        st.negP = st.negP[keep] + inc_neg[keep] if has_neg else np.zeros(len(rest))
+    else:
+        st.sP = st.sP[keep]
+        st.negP = st.negP[keep]
+    ws.remove(pos)
+    st.Q = rest
+    st.batches.append(B)
+    # S_AR = Σ_{i∈R} s_P(i) and S_RR = Σ_{i∈R} (s_tot(i) - s_P(i)) from the rows left,
+    # rather than T - 2 S_AD + S_AA: near the end R is small and that difference of
+    # O(N²) sums would lose ~N²/|R|² of the relative precision (float32 kernel values
+    # from different GEMM kernels need not share their rounding), this one ~N/|R|.
+    S_AR = float(np.sum(st.sP))
+    S_RR = float(np.sum(s_tot[rest])) - S_AR
+    st.mmd2.append(_mmd2(st.S_AA, S_AR, S_RR, n - len(rest), len(rest)))

@@ -22,6 +22,7 @@ from schedgen.kernels import (
     FALLBACK_BANDWIDTH,
     RBF,
     Polynomial,
+    WorkingSet,
     backend,
     block_sums,
     default_blocks,
@@ -630,3 +631,101 @@ def test_gram_and_block_sums_cupy_equal_numpy():
     assert_allclose(median_bandwidth(Xd), median_bandwidth(X), rtol=1e-12)
     with pytest.raises(ParameterError, match=r"same device"):
         backend.get_namespace(X, Xd)
+
+
+# ---------------------------------------------------------------- working set
+
+
+def _removal_sequence(n, seed, steps, size):
+    rng = np.random.default_rng(seed)
+    live = np.arange(n)
+    out = []
+    for _ in range(steps):
+        pos = np.sort(rng.choice(live.size, size, replace=False))
+        out.append(pos)
+        live = np.delete(live, pos)
+    return out, live
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_working_set_matches_loops(kernel, dtype):
+    X = data(60, 4, seed=30, dtype=dtype, centred=True)
+    ws = WorkingSet(kernel, X)
+    removals, live = _removal_sequence(60, 31, 3, 9)  # 27 removed: compacted at least once
+    for pos in removals:
+        ws.remove(pos)
+    assert_array_equal(ws.ids, live)
+    assert ws.n == live.size
+    samples = np.array([0, 59, 7, 7, int(live[3])])  # dead, live and repeated samples
+    ref = ref_block(kernel, X[samples], X[live])
+    mag = np.abs(ref).sum(axis=1, keepdims=True)
+    rtol = RTOL64 if dtype == np.float64 else RTOL32
+    got = ws.columns(samples)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float64 and got.shape == (5, live.size)
+    assert_rows_close(got, ref, mag, rtol)
+    s, neg = ws.column_sums(samples, negative=True)
+    colmag = np.abs(ref).sum(axis=0)
+    assert_rows_close(s, ref.sum(axis=0), colmag, rtol)
+    assert_rows_close(neg, np.minimum(ref, 0.0).sum(axis=0), colmag, rtol)
+    assert ws.column_sums(samples)[1] is None
+    assert_rows_close(ws.block(samples, live[:4]), ref[:, :4], mag, rtol)
+
+
+def test_working_set_bits_follow_the_layout_only():
+    """Same removals -> the same bytes, for 1 or 3 worker threads and any BLAS setting;
+    columns of a sample equal column sums of it alone."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    X = data(9000, 16, seed=32, dtype=np.float32, centred=True)
+    k = Polynomial(3, coef0=0.1)
+    removals, _ = _removal_sequence(9000, 33, 4, 400)
+    samples = np.array([3, 4000, 8999, 17, 250, 6])
+    results = []
+    for jobs, blas in ((1, 1), (3, 2), (None, 2)):
+        ws = WorkingSet(k, X, n_jobs=jobs)
+        for pos in removals:
+            ws.remove(pos)
+        with threadpoolctl.threadpool_limits(limits=blas, user_api="blas"):
+            results.append(
+                [ws.columns(samples).tobytes(), ws.columns(samples[:1]).tobytes()]
+                + [a.tobytes() for a in ws.column_sums(samples, negative=True)]
+            )
+    assert results[0] == results[1] == results[2]
+
+
+def test_working_set_validation_and_empty():
+    X = data(10, 3)
+    with pytest.raises(ParameterError, match=r"ids must be distinct"):
+        WorkingSet(RBF(1.0), X, ids=[1, 1])
+    with pytest.raises(ParameterError, match=r"ids must lie in \[0, 10\)"):
+        WorkingSet(RBF(1.0), X, ids=[3, 10])
+    with pytest.raises(ParameterError, match=r"kernel must be a schedgen.kernels kernel"):
+        WorkingSet("rbf", X)
+    ws = WorkingSet(RBF(1.0), X, ids=[2, 5, 7])
+    with pytest.raises(ParameterError, match=r"positions must lie in \[0, 3\), got values from 0 to 3"):
+        ws.remove([0, 3])
+    with pytest.raises(ParameterError, match=r"positions must be distinct"):
+        ws.remove([1, 1])
+    assert_array_equal(ws.ids, [2, 5, 7])
+    ws.remove(np.arange(3))
+    assert ws.n == 0 and ws.columns([1, 2]).shape == (2, 0)
+    s, neg = ws.column_sums([1], negative=True)
+    assert s.shape == neg.shape == (0,)
+    assert ws.block([1], [2, 3]).shape == (1, 2)
+
+
+@pytest.mark.gpu
+@gpu
+def test_working_set_cupy_equals_numpy():
+    pytest.importorskip("cupy")
+    X = data(3000, 16, seed=34, dtype=np.float32)
+    k = RBF(3.0)
+    removals, _ = _removal_sequence(3000, 35, 3, 200)
+    host, dev = WorkingSet(k, X), WorkingSet(k, backend.to_device(X, "cuda"))
+    for pos in removals:
+        host.remove(pos)
+        dev.remove(pos)
+    samples = np.array([1, 2999, 17])
+    assert_array_equal(dev.ids, host.ids)
+    assert_allclose(dev.columns(samples), host.columns(samples), rtol=0, atol=1e-6)
+    assert_allclose(dev.column_sums(samples)[0], host.column_sums(samples)[0], rtol=1e-5)

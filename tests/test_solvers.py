@@ -1,5 +1,5 @@
 """Tests of schedgen.solvers: exact oracles (brute force, full n²-variable LP), plain
-loop references, pool certificates, and block-request sizes at scale."""
+loop references, the swap search's row bound, and block-request sizes at scale."""
 
 from __future__ import annotations
 
@@ -404,14 +404,46 @@ class TestLP:
     def test_full_candidate_set_and_rounding(self, seed):
         p = random_instance(300 + seed, n_max=60, kernel="rbf")
         r = solve_lp_relaxation(p)
-        full = solve_lp_relaxation(p, initial_size=p.n)
+        full = solve_lp_relaxation(p, initial_size=p.n, certify_half=False)
         assert full.candidates.size == p.n
         assert_allclose(r.value, full.value, rtol=1e-9, atol=1e-9)
         assert_allclose(full_lp(p, literal=False)[0], full.value, rtol=1e-9, atol=1e-9)
         for res in (r, full):
             assert_array_equal(res.positions, lp_rounding_reference(res.m, p.a, p.k))
-        assert_array_equal(LPSolver(initial_size=p.n)(p), full.positions)
+        assert_array_equal(LPSolver(initial_size=p.n, certify_half=False)(p), full.positions)
         assert_array_equal(SOLVERS["lp"](p), r.positions)
+
+    @pytest.mark.parametrize("seed", range(12))
+    def test_half_certificate_is_exact(self, seed):
+        """Digits subsets (RBF, median bandwidth, P nonempty): when the certificate
+        accepts m = ½ on the 2k smallest a, that value is the full LP's optimum."""
+        rng = np.random.default_rng([90, seed])
+        n, n_p, k = int(rng.integers(30, 61)), int(rng.integers(0, 40)), int(rng.integers(2, 12))
+        _, p = digits_instance([91, seed], n, n_p, k)
+        r = solve_lp_relaxation(p)
+        lit, _ = full_lp(p, literal=True)
+        assert_allclose(r.value, lit, rtol=1e-7, atol=1e-9)
+        general = solve_lp_relaxation(p, certify_half=False)
+        assert_allclose(r.value, general.value, rtol=1e-9, atol=1e-9)
+        assert_array_equal(r.positions, lp_rounding_reference(r.m, p.a, p.k))
+
+    def test_half_certificate_is_usually_taken(self):
+        taken = 0
+        for seed in range(12):
+            rng = np.random.default_rng([90, seed])
+            n, n_p, k = int(rng.integers(30, 61)), int(rng.integers(0, 40)), int(rng.integers(2, 12))
+            _, p = digits_instance([91, seed], n, n_p, k)
+            taken += solve_lp_relaxation(p).solves == 0
+        assert taken >= 9
+
+    def test_half_certificate_rejects_a_wrong_guess(self):
+        # Z_01 = 10 makes ½ on {0, 1, 2, 3} (the 2k smallest a) far from optimal: the
+        # demand of node 0 (μ - a_0 = 3) exceeds what its pairs inside S can carry.
+        Z = np.full((6, 6), 0.1)
+        np.fill_diagonal(Z, [-4.0, -1.2, -1.1, -1.0, -0.9, -0.8])
+        r = solve_lp_relaxation(problem_of(Z, 2))
+        assert r.solves > 0
+        assert_allclose(r.value, full_lp(problem_of(Z, 2))[0], rtol=1e-9)
 
     def test_rounding_ties(self):
         # Four identical far-apart clusters of 2 copies: m = ½ on 2k = 4 samples with
@@ -467,18 +499,16 @@ class TestGreedy:
         p = random_instance(400 + seed, n_max=70)
         p = problem_of(dense_Z(p), int(np.random.default_rng(seed).integers(1, p.n + 1)))
         ref = naive_greedy(dense_Z(p), p.k)
-        for pool in (None, 1, p.n):
-            assert_array_equal(GreedySolver(initial_pool=pool)(p), ref)
+        assert_array_equal(GreedySolver()(p), ref)
 
-    def test_tie_with_a_sample_outside_the_pool(self):
-        # lb order [1, 3, 0, 2]; the initial pool is {1, 3}. Step 2: score(3) = 0.5 equals
-        # lb(0) = score(0) = 0.5 outside the pool, and 0 < 3 wins the tie: the pool must grow.
+    def test_tie_between_scores_goes_to_the_smaller_position(self):
+        # Step 2: score(3) = -0.5 + 2·0.5 = 0.5 equals score(0) = 0.5, and 0 < 3 wins the tie.
         Z = np.zeros((4, 4))
         np.fill_diagonal(Z, [0.5, -1.0, 0.7, -0.5])
         Z[1, 3] = Z[3, 1] = 0.5
         p = problem_of(Z, 2)
         assert_array_equal(naive_greedy(Z, 2), [1, 0])
-        assert_array_equal(GreedySolver(initial_pool=2)(p), [1, 0])
+        assert_array_equal(GreedySolver()(p), [1, 0])
 
     def test_ties_duplicates(self):
         # every point twice: all scores tie in pairs, smaller index must win
@@ -490,7 +520,7 @@ class TestGreedy:
         for variant in ("exact", "paper"):
             p = problem_of(mmd_Z(K, 0, 6, variant=variant), 6)
             ref = naive_greedy(dense_Z(p), 6)
-            assert_array_equal(GreedySolver(initial_pool=1)(p), ref)
+            assert_array_equal(GreedySolver()(p), ref)
             assert_array_equal(SOLVERS["greedy"](p), ref)
         # constant problem: pure index order
 
@@ -506,19 +536,17 @@ class TestSwap:
         gain, base = best_swap_gain(Z, list(B))
         assert gain >= -1e-9 * max(1.0, abs(base))
         assert objective(p, B) <= objective(p, SOLVERS["greedy"](p)) + 1e-12 * abs(base)
-        for pool in (1, p.n):  # the pool certificate: same result as without a pool
-            assert_array_equal(SwapSolver(initial_pool=pool)(p), B)
 
-    def test_improving_sample_outside_the_pool(self):
-        # Greedy is certified on the pool {0, 1, 2} (scores -10, -5, -5 < lb(3) = -4.5),
-        # but removing 0 (r_0 = -10 + 2·(2 + 2) = -2) for 3 gains 2.5: the swap search
-        # must see that its outside bound lb - max r is negative and grow the pool.
+    def test_improving_sample_with_a_poor_score(self):
+        # Greedy takes {0, 1, 2} (scores -10, -5, -5 < Z_33 = -4.5),
+        # but removing 0 (r_0 = -10 + 2·(2 + 2) = -2) for 3 gains 2.5: the row bound
+        # u_3 - 2·max_b K_3b - max_b r_b = -4.5 - 0 + 2 is negative, so row 3 is searched.
         Z = np.zeros((5, 5))
         np.fill_diagonal(Z, [-10.0, -9.0, -9.0, -4.5, -4.0])
         Z[0, 1] = Z[1, 0] = Z[0, 2] = Z[2, 0] = 2.0
         p = problem_of(Z, 3)
-        assert_array_equal(GreedySolver(initial_pool=3)(p), [0, 1, 2])
-        assert_array_equal(SwapSolver(initial_pool=3)(p), [3, 1, 2])
+        assert_array_equal(GreedySolver()(p), [0, 1, 2])
+        assert_array_equal(SwapSolver()(p), [3, 1, 2])
         assert objective(p, [3, 1, 2]) == -22.5
 
     def test_improves_sometimes_and_cap(self):
@@ -583,12 +611,9 @@ def test_property_positions(name, n, data):
     assert B.dtype == np.int64 and B.shape == (k,)
     assert len(set(B.tolist())) == k and 0 <= B.min() and B.max() < n
     assert solver(problem_of(Z.copy(), k)).tobytes() == B.tobytes()
-    if name == "greedy":  # exact ties everywhere: the pool certificate's tie rule matters
+    if name == "greedy":  # exact ties everywhere: the tie rule matters
         assert_array_equal(B, naive_greedy(Z, k))
-        assert_array_equal(GreedySolver(initial_pool=1)(p), B)
     if name == "swap":
-        assert_array_equal(SwapSolver(initial_pool=1)(p), B)
-        assert_array_equal(SwapSolver(initial_pool=n)(p), B)
         if k < n:
             gain, base = best_swap_gain(Z, list(B))
             assert gain >= -1e-9 * max(1.0, abs(base))
@@ -697,20 +722,26 @@ class TestScale:
             results[name] = solver(p)
             assert max(r * c for r, c in requests) <= n * k, name
             assert all(not (r == n and c == n) for r, c in requests)
-            assert sum(r * c for r, c in requests) <= 4 * n * k, name
             B = results[name]
             assert B.shape == (k,) and np.unique(B).size == k
+            if name == "greedy":  # one full column per step, nothing else
+                assert requests == [(n, 1)] * k
+            if name == "swap":  # greedy's k columns, then one per swap
+                assert set(requests) == {(n, 1)} and k < len(requests) <= k + 10 * k
         assert objective(p, results["swap"]) <= objective(p, results["greedy"])
-        # pool certificates: identical to the run without a pool / a bigger candidate set
-        assert_array_equal(GreedySolver(initial_pool=p.n)(p), results["greedy"])
-        assert_array_equal(SwapSolver(initial_pool=p.n)(p), results["swap"])
-        r = solve_lp_relaxation(p)
-        assert r.candidates.size < p.n
-        r8 = solve_lp_relaxation(p, initial_size=32 * k)
-        assert_allclose(r.value, r8.value, rtol=1e-9)
 
-    def test_block_count_lp_support_only(self, large):
+    def test_lp_fast_path_at_scale(self, large):
+        """The half-integral certificate holds here (no HiGHS solve, one (2k)² block),
+        and the general procedure finds the same optimal value."""
         p, requests = large
         requests.clear()
-        solve_lp_relaxation(p)
-        assert max(r * c for r, c in requests) <= (2 * p.k) ** 2
+        r = solve_lp_relaxation(p)
+        assert r.solves == 0 and r.pair_rows == 0 and r.candidates.size == 2 * p.k
+        assert requests == [(2 * p.k, 2 * p.k)]
+        assert_allclose(r.m[r.candidates], 0.5) and r.m.sum() == p.k
+        assert_array_equal(r.positions, lp_rounding_reference(r.m, p.a, p.k))
+        general = solve_lp_relaxation(p, certify_half=False)
+        assert general.solves > 0 and general.candidates.size < p.n
+        assert_allclose(r.value, general.value, rtol=1e-9)
+        r8 = solve_lp_relaxation(p, initial_size=32 * p.k, certify_half=False)
+        assert_allclose(r.value, r8.value, rtol=1e-9)
