@@ -3,12 +3,19 @@
 The store's name carries a key over the dataset fingerprint, the method, every
 parameter that shapes the schedule and the format version; building again with
 the same inputs returns the existing store without recomputing.
+
+Concurrent builds of one key (two jobs of a sweep, two ranks) are serialised by a
+lock beside the store (:mod:`schedgen.locks`): one computes, the others wait for
+it, logging once on the ``schedgen.locks`` logger (stderr by default) who holds the
+lock, and then return its store as a cache hit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -21,7 +28,8 @@ import numpy as np
 
 from .data import Dataset, load_dataset
 from .errors import ParameterError, SchedgenError, StoreError
-from .store import FORMAT_VERSION, Schedule, read_schedule, write_schedule
+from .locks import DEFAULT_LOCK_TIMEOUT, LockOwner, LockTimeoutError, exclusive_lock
+from .store import FORMAT_VERSION, Schedule, read_schedule, remove_orphans, write_schedule
 
 __all__ = [
     "BuildConfig",
@@ -37,6 +45,7 @@ __all__ = [
 
 DEFAULT_OUT_DIR = Path("schedules")
 DEFAULT_METHOD = "mmd"
+_log = logging.getLogger("schedgen.locks")
 
 Progress = Callable[[int, int], None]
 
@@ -70,7 +79,12 @@ def parse_int(name: str, value, *, minimum: int | None = None, maximum: int | No
 @dataclass(frozen=True)
 class BuildConfig:
     """Every input of ``schedgen build``. Fields that do not shape the schedule
-    (``data_dir``, ``download``, ``out_dir``, ``force``, ``device``) stay out of the cache key."""
+    (``data_dir``, ``download``, ``out_dir``, ``force``, ``device``, ``lock_timeout``)
+    stay out of the cache key.
+
+    ``lock_timeout`` is how many seconds a build waits while another process builds
+    the same store (None: forever); then it raises :class:`~schedgen.locks.LockTimeoutError`.
+    """
 
     dataset: str = "digits"
     k: int | str = 50
@@ -96,6 +110,7 @@ class BuildConfig:
     out_dir: str | os.PathLike = DEFAULT_OUT_DIR
     force: bool = False
     device: str = "auto"
+    lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -291,10 +306,17 @@ def _slug(name: str) -> str:
 def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResult:
     """Build (or fetch from the cache) the schedule ``config`` describes.
 
+    A concurrent build of the same store is waited for (up to
+    ``config.lock_timeout`` seconds) and its store returned as a cache hit.
+
     Raises
     ------
     SchedgenError
         On any bad input; nothing is written under the final name then.
+    LockTimeoutError
+        Another build of the same store held its lock longer than ``config.lock_timeout``.
+    StoreError
+        The output directory is not writable or full (the message names the path and the reason).
     """
     t0 = time.perf_counter()
     if config.method not in METHODS:
@@ -302,6 +324,11 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
     epochs = parse_int("epochs", config.epochs, minimum=1)
     seed = parse_int("seed", config.seed, minimum=0)
     config = replace(config, epochs=epochs, seed=seed)
+    timeout = config.lock_timeout
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
+    ):
+        raise ParameterError(f"lock timeout must be a non-negative number of seconds or None, got {timeout!r}")
     ds = load_dataset(config.dataset, split=config.split, data_dir=config.data_dir, download=config.download)
     n = ds.n_samples
     k = parse_int("k", config.k, minimum=1)
@@ -313,24 +340,65 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
     out_dir = Path(config.out_dir)
     path = out_dir / f"{_slug(ds.name)}-{ds.split}-{config.method}-k{k}-{key[:16]}.zarr"
 
-    if path.exists() and not config.force:
+    # Fast path without the lock: a finished store only ever appears whole (renamed into
+    # place), so a readable one is the answer. A read that fails (damaged, or being
+    # replaced by a --force build right now) is settled under the lock below.
+    damaged: StoreError | None = None
+    if not config.force and path.exists():
         try:
-            sched = read_schedule(path)
+            return _cache_hit(path, t0)
         except StoreError as exc:
-            raise StoreError(f"{exc} (the cached store is damaged; pass --force to rebuild it)") from None
-        return BuildResult(
-            path=path, cache_hit=True, digest=sched.digest, method=sched.method, k=sched.k,
-            n_batches=sched.n_batches, n_epochs=sched.n_epochs, seconds=time.perf_counter() - t0,
-            params=sched.params,
-        )
+            damaged = exc
 
+    with contextlib.ExitStack() as stack:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot write the schedule to {path}: cannot create the output directory "
+                             f"{out_dir}: {exc.strerror or exc}") from None
+        try:
+            stack.enter_context(exclusive_lock(path, timeout=config.lock_timeout, on_wait=_waiting_message))
+        except StoreError as exc:
+            if damaged is not None and not isinstance(exc, LockTimeoutError):
+                # a damaged store in a read-only folder: the damage is the news
+                raise StoreError(f"{damaged} (the cached store is damaged; pass --force to rebuild it)") from None
+            raise
+        # Another process may have built it while we waited for the lock.
+        if not config.force and path.exists():
+            try:
+                return _cache_hit(path, t0)
+            except StoreError as exc:
+                raise StoreError(f"{exc} (the cached store is damaged; pass --force to rebuild it)") from None
+        # Holding the lock, no other schedgen build is writing this store: temporaries
+        # of it left by a killed build are garbage.
+        remove_orphans(path)
+        return _build_locked(config, ds, k, params, path, run_fn, progress, t0)
+
+
+def _waiting_message(owner: LockOwner | None, lock: Path) -> None:
+    who = owner.describe() if owner is not None else "another process"
+    _log.warning("waiting for another build of the same schedule (%s; lock %s)", who, lock)
+
+
+def _cache_hit(path: Path, t0: float) -> BuildResult:
+    sched = read_schedule(path)
+    return BuildResult(
+        path=path, cache_hit=True, digest=sched.digest, method=sched.method, k=sched.k,
+        n_batches=sched.n_batches, n_epochs=sched.n_epochs, seconds=time.perf_counter() - t0,
+        params=sched.params,
+    )
+
+
+def _build_locked(config, ds, k, params, path, run_fn, progress, t0) -> BuildResult:
+    """Run the method and write the store (the caller holds the lock of ``path``)."""
+    n = ds.n_samples
     caught: list[str] = []
 
     def warn(msg: str) -> None:
         caught.append(msg)
         warnings.warn(msg, SchedgenWarning, stacklevel=2)
 
-    ctx = {"cache_dir": out_dir / ".cache", "warn": warn}
+    ctx = {"cache_dir": path.parent / ".cache", "warn": warn}
     out = run_fn(config, ds, k, progress, ctx)
     schedule = Schedule(
         indices=out.indices,
@@ -349,7 +417,19 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
         batch_arrays=out.batch_arrays,
         epoch_arrays=out.epoch_arrays,
     )
-    write_schedule(schedule, path, overwrite=config.force)
+    try:
+        write_schedule(schedule, path, overwrite=config.force)
+    except StoreError:
+        # Without a working lock (NFS mounted with nolock, no flock support) another
+        # machine may have renamed the same store into place first: same key, same
+        # content, so it is a cache hit. Anything else is a real write error.
+        if config.force or not path.exists():
+            raise
+        try:
+            return _cache_hit(path, t0)
+        except StoreError:
+            pass
+        raise
     return BuildResult(
         path=path, cache_hit=False, digest=schedule.digest, method=config.method, k=k,
         n_batches=schedule.n_batches, n_epochs=schedule.n_epochs, seconds=time.perf_counter() - t0,

@@ -13,7 +13,9 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ __all__ = [
     "is_remote",
     "atomic_directory",
     "read_attrs",
+    "remove_orphans",
 ]
 
 FORMAT_VERSION = 1
@@ -278,6 +281,45 @@ class _AtomicDir:
         return False
 
 
+def remove_orphans(final: str | os.PathLike) -> list[Path]:
+    """Delete the temporary directories of ``final`` left by writers that died.
+
+    A temporary is ``.<name>.tmp-<pid>-<hex>`` beside ``final``; it is removed when no
+    process with that pid runs on this machine. Call it only while holding the build
+    lock of ``final`` (:mod:`schedgen.locks`), so no live writer of it can exist here.
+    Returns the paths removed.
+    """
+    final = Path(final)
+    prefix = f".{final.name}.tmp-"
+    removed = []
+    try:
+        siblings = list(final.parent.iterdir())
+    except OSError:
+        return removed
+    for p in siblings:
+        if not p.name.startswith(prefix):
+            continue
+        pid = p.name[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        if not p.exists():
+            removed.append(p)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists (another user's) or unknowable: keep it
+    return True
+
+
 def _codecs():
     import zarr
 
@@ -331,6 +373,88 @@ def is_remote(path: str | os.PathLike) -> bool:
     return "://" in s and not s.startswith("file://")
 
 
+#: Largest metadata document (zarr.json) a reader parses; real ones are a few KiB.
+_MAX_METADATA_BYTES = 16 << 20
+#: Hard cap on the bytes one read may allocate, whatever the machine (64 GiB).
+_MAX_READ_BYTES = 1 << 36
+#: Optional array names: plain keys inside the store, never paths.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_INT64_MAX = 2**63 - 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` of a foreign exception, on one line and of bounded length."""
+    msg = " ".join(str(exc).split())
+    if len(msg) > 300:
+        msg = msg[:297] + "..."
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def _memory_budget() -> int:
+    """Bytes a read may allocate: the memory available now, at most :data:`_MAX_READ_BYTES`.
+
+    A store states its array shapes; a hostile or damaged one can claim terabytes
+    (zarr fills absent chunks with the fill value, so no data is needed). Refusing
+    claims beyond the available memory turns an OOM kill into a StoreError.
+    """
+    avail = None
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = _MAX_READ_BYTES
+    return max(0, min(avail, _MAX_READ_BYTES))
+
+
+def _check_local_tree(root: Path) -> None:
+    """Refuse a local store that reaches outside itself or holds non-files.
+
+    Symbolic links are allowed only when they resolve inside the store; FIFOs,
+    devices and sockets are refused (reading them blocks or never ends), and so
+    are metadata documents larger than :data:`_MAX_METADATA_BYTES`.
+    """
+    real_root = os.path.realpath(root)
+    inside = real_root.rstrip(os.sep) + os.sep
+    for dirpath, dirnames, filenames in os.walk(real_root, followlinks=False, onerror=_raise_walk):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, real_root)
+            try:
+                lst = os.lstat(full)
+                if stat.S_ISLNK(lst.st_mode):
+                    target = os.path.realpath(full)
+                    if not target.startswith(inside):
+                        raise StoreError(
+                            f"{root}: {rel} is a link to {target}, outside the store; "
+                            "a schedule store must be self-contained"
+                        )
+                st_ = os.stat(full)
+            except StoreError:
+                raise
+            except OSError as exc:
+                raise StoreError(f"{root}: {rel} cannot be inspected: {exc.strerror or exc}") from None
+            if not (stat.S_ISREG(st_.st_mode) or stat.S_ISDIR(st_.st_mode)):
+                raise StoreError(f"{root}: {rel} is not a regular file or folder (a FIFO, device or socket)")
+            if name == "zarr.json" and st_.st_size > _MAX_METADATA_BYTES:
+                raise StoreError(
+                    f"{root}: {rel} is {st_.st_size} bytes; expected a metadata document of at most "
+                    f"{_MAX_METADATA_BYTES} bytes"
+                )
+
+
+def _raise_walk(exc: OSError) -> None:
+    raise StoreError(f"{exc.filename}: cannot list the store: {exc.strerror or exc}")
+
+
 def _open_group(path: str | os.PathLike):
     import zarr
 
@@ -341,45 +465,124 @@ def _open_group(path: str | os.PathLike):
         p = Path(s)
         if not p.exists():
             raise StoreError(f"no schedule store at {p}: the path does not exist")
-        if not (p / "zarr.json").is_file():
+        if not p.is_dir() or not (p / "zarr.json").is_file():
             raise StoreError(f"{p} is not a schedule store: expected a Zarr v3 group with zarr.json")
+        _check_local_tree(p)
         s = str(p)
     try:
-        return zarr.open_group(s, mode="r")
+        group = zarr.open_group(s, mode="r")
     except StoreError:
         raise
     except ImportError as exc:
         raise StoreError(f"cannot open {s}: reading remote stores needs an extra ({exc}); pip install 'schedgen[remote]'") from None
-    except Exception as exc:  # zarr/fsspec raise many types; all mean "not a readable store"
-        raise StoreError(f"cannot open schedule store {s}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # zarr/fsspec raise many types (RecursionError on deep JSON too)
+        raise StoreError(f"cannot open schedule store {s}: {_one_line(exc)}") from None
+    return group
 
 
-def _load_array(group, name: str, where: str) -> np.ndarray:
+def _read_attrs(group, where: str) -> dict:
+    """The group attributes as plain JSON values, or StoreError."""
     try:
-        arr = group[name]
-    except KeyError:
-        raise StoreError(f"{where}: array {name!r} is missing") from None
+        attrs = group.attrs.asdict() if hasattr(group.attrs, "asdict") else dict(group.attrs)
     except Exception as exc:
-        raise StoreError(f"{where}: array {name!r} cannot be opened: {type(exc).__name__}: {exc}") from None
-    if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
-        raise StoreError(f"{where}: {name!r} must be an array, found a group")
-    n_bytes = math.prod(arr.shape) * arr.dtype.itemsize if arr.shape else arr.dtype.itemsize
-    if n_bytes > (1 << 36):  # 64 GiB: no honest schedule is this large; refuse to allocate
-        raise StoreError(f"{where}: array {name!r} claims shape {arr.shape}, too large to be a schedule")
+        raise StoreError(f"{where}: attributes are unreadable: {_one_line(exc)}") from None
+    if not isinstance(attrs, dict):
+        raise StoreError(f"{where}: attributes must be a JSON object, got {type(attrs).__name__}")
+    return attrs
+
+
+class _Budget:
+    """Bytes a read may still allocate (shared by all arrays of one store)."""
+
+    def __init__(self) -> None:
+        self.left = _memory_budget()
+
+    def take(self, n_bytes: int, what: str) -> None:
+        if n_bytes > self.left:
+            raise StoreError(
+                f"{what} would need {n_bytes} bytes, more than the {self.left} bytes of memory "
+                "available; too large to be a schedule (the store is damaged or hostile)"
+            )
+        self.left -= n_bytes
+
+
+def _open_array(group, name: str, where: str):
+    """The zarr array ``name`` (metadata only, no data read)."""
     try:
-        return np.asarray(arr[...])
+        arr = group.get(name) if hasattr(group, "get") else group[name]
     except Exception as exc:
-        raise StoreError(f"{where}: array {name!r} is truncated or corrupt: {type(exc).__name__}: {exc}") from None
+        raise StoreError(f"{where}: array {name!r} cannot be opened: {_one_line(exc)}") from None
+    if arr is None:
+        raise StoreError(f"{where}: array {name!r} is missing")
+    try:
+        shape, dtype = tuple(int(d) for d in arr.shape), np.dtype(arr.dtype)
+    except Exception:
+        raise StoreError(f"{where}: {name!r} must be an array, found {type(arr).__name__}") from None
+    return arr, shape, dtype
 
 
-def _attr(attrs: Mapping, key: str, kind, where: str):
+def _chunk_elements(arr) -> int | None:
+    """Elements of one (outer) chunk, or None when the grid is not a plain regular one."""
+    try:
+        return math.prod(int(c) for c in arr.metadata.chunk_grid.chunk_shape)
+    except Exception:
+        return None
+
+
+def _load_array(group, name: str, where: str, budget: _Budget, *, rows: int | None = None,
+                required: bool = False) -> np.ndarray:
+    """Read array ``name`` after checking its metadata: kind, rows, and size against ``budget``."""
+    arr, shape, dtype = _open_array(group, name, where)
+    if required:
+        if len(shape) != 1 or dtype != np.dtype("<i8"):
+            raise StoreError(f"{where}: array {name!r} must be 1-D int64, got {len(shape)}-D {dtype}")
+    else:
+        if len(shape) < 1:
+            raise StoreError(f"{where}: optional array {name!r} must have a first (row) axis, got shape {shape}")
+        if dtype.hasobject or dtype.kind not in "biufcmMSU":
+            # Variable-length strings and records have no defined bytes to digest.
+            raise StoreError(
+                f"{where}: optional array {name!r} must have a fixed-size dtype (numbers, dates or "
+                f"fixed-width strings), got {dtype}"
+            )
+    if rows is not None and shape[0] != rows:
+        raise StoreError(f"{where}: array {name!r} must have {rows} rows, got shape {shape}")
+    if any(d < 0 for d in shape):
+        raise StoreError(f"{where}: array {name!r} has a negative shape {shape}")
+    n_bytes = math.prod(shape) * dtype.itemsize
+    budget.take(n_bytes, f"{where}: array {name!r} of shape {shape}")
+    # zarr decodes whole chunks: a chunk larger than the array must also fit in memory.
+    chunk = _chunk_elements(arr)
+    if chunk is not None and chunk * dtype.itemsize > max(n_bytes, budget.left):
+        raise StoreError(f"{where}: array {name!r} claims chunks of {chunk} elements, too large to decode")
+    try:
+        out = np.asarray(arr[...])
+    except Exception as exc:  # zarr, numcodecs and numpy raise many types (MemoryError included)
+        raise StoreError(f"{where}: array {name!r} is truncated or corrupt: {_one_line(exc)}") from None
+    if out.shape != shape or out.dtype != dtype:
+        raise StoreError(f"{where}: array {name!r} read as {out.shape} {out.dtype}, its metadata says {shape} {dtype}")
+    return out
+
+
+def _attr(attrs: Mapping, key: str, kind, where: str, *, minimum: int | None = None):
     if key not in attrs:
         raise StoreError(f"{where}: attribute {key!r} is missing")
     val = attrs[key]
     ok = isinstance(val, kind) and not (kind is int and isinstance(val, bool))
     if not ok:
-        raise StoreError(f"{where}: attribute {key!r} must be {getattr(kind, '__name__', kind)}, got {val!r}")
+        raise StoreError(f"{where}: attribute {key!r} must be {getattr(kind, '__name__', kind)}, got {_short(val)}")
+    if minimum is not None and not minimum <= val <= _INT64_MAX:
+        raise StoreError(f"{where}: attribute {key!r} must be an integer in [{minimum}, 2**63), got {_short(val)}")
     return val
+
+
+def _short(val: Any) -> str:
+    """``repr`` of an attribute value, bounded (a hostile value can be huge or deep)."""
+    try:
+        r = repr(val)
+    except Exception:  # RecursionError on absurdly deep values
+        r = f"<{type(val).__name__}>"
+    return r if len(r) <= 80 else r[:77] + "..."
 
 
 def read_schedule(path: str | os.PathLike, *, verify: bool = True) -> Schedule:
@@ -388,46 +591,88 @@ def read_schedule(path: str | os.PathLike, *, verify: bool = True) -> Schedule:
     Checks the format version, dtypes, offsets (monotone, in range), indices in
     ``[0, n_samples)``, per-batch/per-epoch array lengths and, when ``verify``,
     the digests. Any defect raises :class:`StoreError` naming what is wrong.
+
+    A store is untrusted input: a local store must not link outside itself or hold
+    FIFOs or devices, array sizes are checked against the attributes and the
+    available memory before anything is allocated, and every failure inside zarr
+    or the codecs becomes a :class:`StoreError` naming the path.
     """
     where = str(path)
     group = _open_group(path)
-    try:
-        attrs = dict(group.attrs)
-    except Exception as exc:
-        raise StoreError(f"{where}: attributes are unreadable: {exc}") from None
+    attrs = _read_attrs(group, where)
     version = attrs.get("schedgen_format")
     if version is None:
         raise StoreError(f"{where} is not a schedgen schedule: attribute 'schedgen_format' is missing")
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
         raise StoreError(
-            f"{where}: unsupported schedule format {version!r}; this schedgen reads format {FORMAT_VERSION}"
+            f"{where}: unsupported schedule format {_short(version)}; this schedgen reads format {FORMAT_VERSION}"
         )
     method = _attr(attrs, "method", str, where)
     params = _attr(attrs, "params", dict, where)
     dataset = _attr(attrs, "dataset", dict, where)
-    k = _attr(attrs, "k", int, where)
-    n_batches = _attr(attrs, "n_batches", int, where)
-    n_epochs = _attr(attrs, "n_epochs", int, where)
+    k = _attr(attrs, "k", int, where, minimum=1)
+    n_batches = _attr(attrs, "n_batches", int, where, minimum=0)
+    n_epochs = _attr(attrs, "n_epochs", int, where, minimum=0)
     digest = _attr(attrs, "digest", str, where)
+    if not _HEX64.fullmatch(digest):
+        raise StoreError(f"{where}: attribute 'digest' must be 64 lowercase hex digits, got {_short(digest)}")
+    version_str = attrs.get("schedgen_version")
+    if version_str is not None and not isinstance(version_str, str):
+        raise StoreError(f"{where}: attribute 'schedgen_version' must be str, got {_short(version_str)}")
     n_samples = dataset.get("n_samples")
-    if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 0:
-        raise StoreError(f"{where}: dataset.n_samples must be a non-negative integer, got {n_samples!r}")
+    if not isinstance(n_samples, int) or isinstance(n_samples, bool) or not 0 <= n_samples <= _INT64_MAX:
+        raise StoreError(f"{where}: dataset.n_samples must be a non-negative integer, got {_short(n_samples)}")
+    for key in ("name", "split", "fingerprint"):
+        if key in dataset and not isinstance(dataset[key], str):
+            raise StoreError(f"{where}: dataset.{key} must be str, got {_short(dataset[key])}")
+    n_classes = dataset.get("n_classes")
+    if n_classes is not None and (
+        not isinstance(n_classes, int) or isinstance(n_classes, bool) or not 0 <= n_classes <= _INT64_MAX
+    ):
+        raise StoreError(f"{where}: dataset.n_classes must be a non-negative integer or null, got {_short(n_classes)}")
     batch_names = attrs.get("batch_arrays", [])
     epoch_names = attrs.get("epoch_arrays", [])
     digests = attrs.get("array_digests", {})
     if not (isinstance(batch_names, list) and isinstance(epoch_names, list) and isinstance(digests, dict)):
         raise StoreError(f"{where}: attributes batch_arrays/epoch_arrays/array_digests are malformed")
-    for name in [*batch_names, *epoch_names]:
-        if not isinstance(name, str) or name in _REQUIRED or "/" in name or name.startswith("."):
-            raise StoreError(f"{where}: optional array name {name!r} is not allowed")
+    names = [*batch_names, *epoch_names]
+    for name in names:
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or name in _REQUIRED or name == "zarr.json":
+            raise StoreError(
+                f"{where}: optional array name {_short(name)} is not allowed "
+                "(expected letters, digits, '_', '.', '-', not a path)"
+            )
+    if len(set(names)) != len(names):
+        raise StoreError(f"{where}: batch_arrays/epoch_arrays name an array twice: {_short(names)}")
+    if verify and set(digests) != {"epoch_offsets", *names}:
+        # The name lists are not covered by a digest; array_digests must agree with them,
+        # so that dropping a name from batch_arrays cannot silently drop its array.
+        raise StoreError(
+            f"{where}: array_digests covers {_short(sorted(map(str, digests)))}, but the store lists "
+            f"{_short(sorted(['epoch_offsets', *names]))}"
+        )
 
-    indices, batch_offsets, epoch_offsets = (_load_array(group, n, where) for n in _REQUIRED)
-    _check_structure(indices, batch_offsets, epoch_offsets, n_samples, where=where)
-    if len(batch_offsets) - 1 != n_batches or len(epoch_offsets) - 1 != n_epochs:
+    # Small arrays first, each checked against the attributes before it is read,
+    # so that no claimed size is allocated before it has been cross-checked.
+    required = {n: _open_array(group, n, where) for n in _REQUIRED}
+    for name, (_, shape, dtype) in required.items():
+        if len(shape) != 1 or dtype != np.dtype("<i8"):
+            raise StoreError(f"{where}: array {name!r} must be 1-D int64, got {len(shape)}-D {dtype}")
+    stored_batches = required["batch_offsets"][1][0] - 1
+    stored_epochs = required["epoch_offsets"][1][0] - 1
+    if stored_batches != n_batches or stored_epochs != n_epochs:
         raise StoreError(
             f"{where}: attributes say {n_batches} batches in {n_epochs} epochs, "
-            f"arrays hold {len(batch_offsets) - 1} batches in {len(epoch_offsets) - 1} epochs"
+            f"arrays hold {stored_batches} batches in {stored_epochs} epochs"
         )
+    budget = _Budget()
+    epoch_offsets = _load_array(group, "epoch_offsets", where, budget, rows=n_epochs + 1, required=True)
+    batch_offsets = _load_array(group, "batch_offsets", where, budget, rows=n_batches + 1, required=True)
+    n_indices = int(batch_offsets[-1])
+    if n_indices < 0:
+        raise StoreError(f"{where}: batch_offsets must end at len(indices) >= 0, got {n_indices}")
+    indices = _load_array(group, "indices", where, budget, rows=n_indices, required=True)
+    _check_structure(indices, batch_offsets, epoch_offsets, n_samples, where=where)
     if verify:
         actual = schedule_digest(indices, batch_offsets)
         if actual != digest:
@@ -435,8 +680,8 @@ def read_schedule(path: str | os.PathLike, *, verify: bool = True) -> Schedule:
                 f"{where}: digest mismatch (stored {digest[:16]}..., computed {actual[:16]}...): "
                 "the store was modified or is corrupt"
             )
-    batch_arrays = {n: _load_array(group, n, where) for n in batch_names}
-    epoch_arrays = {n: _load_array(group, n, where) for n in epoch_names}
+    batch_arrays = {n: _load_array(group, n, where, budget, rows=n_batches) for n in batch_names}
+    epoch_arrays = {n: _load_array(group, n, where, budget, rows=n_epochs) for n in epoch_names}
     if verify:
         covered = {"epoch_offsets": epoch_offsets, **batch_arrays, **epoch_arrays}
         for name, a in covered.items():
@@ -452,7 +697,7 @@ def read_schedule(path: str | os.PathLike, *, verify: bool = True) -> Schedule:
         k=k,
         batch_arrays=batch_arrays,
         epoch_arrays=epoch_arrays,
-        schedgen_version=attrs.get("schedgen_version"),
+        schedgen_version=version_str,
     )
     schedule.validate()
     return schedule
@@ -461,4 +706,9 @@ def read_schedule(path: str | os.PathLike, *, verify: bool = True) -> Schedule:
 def read_attrs(path: str | os.PathLike) -> dict:
     """The group attributes of a store, without reading its arrays (for listings)."""
     group = _open_group(path)
-    return json.loads(json.dumps(dict(group.attrs)))
+    where = str(path)
+    attrs = _read_attrs(group, where)
+    try:
+        return json.loads(json.dumps(attrs))
+    except Exception as exc:  # RecursionError on absurdly deep values, TypeError on non-JSON
+        raise StoreError(f"{where}: attributes are not plain JSON: {_one_line(exc)}") from None
