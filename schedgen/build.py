@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from .checkpoint import Checkpoint
 from .data import Dataset, load_dataset
 from .errors import ParameterError, SchedgenError, StoreError
 from .locks import DEFAULT_LOCK_TIMEOUT, LockOwner, LockTimeoutError, exclusive_lock
@@ -33,6 +34,7 @@ from .store import FORMAT_VERSION, Schedule, read_schedule, remove_orphans, writ
 
 __all__ = [
     "BuildConfig",
+    "checkpoint_path",
     "BuildResult",
     "METHODS",
     "DEFAULT_METHOD",
@@ -220,7 +222,9 @@ def _mmd(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None, ctx: 
 
     if cfg.kernel == "rbf":
         cfg = replace(cfg, bandwidth=_bandwidth(cfg.bandwidth))
-    return run_mmd(cfg, ds, k, progress=progress, cache_dir=ctx["cache_dir"], warn=ctx["warn"])
+    return run_mmd(
+        cfg, ds, k, progress=progress, cache_dir=ctx["cache_dir"], warn=ctx["warn"], checkpoint=ctx.get("checkpoint")
+    )
 
 
 def _learn2mix_params(cfg: BuildConfig, ds: Dataset) -> dict:
@@ -258,7 +262,8 @@ def _learn2mix(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None,
     else:
         groups = ds.groups if ds.groups is not None else ds.y
     r = learn2mix_schedule(
-        X, groups, k, epochs=cfg.epochs, mixing_rate=cfg.mixing_rate, seed=cfg.seed, progress=progress
+        X, groups, k, epochs=cfg.epochs, mixing_rate=cfg.mixing_rate, seed=cfg.seed, progress=progress,
+        checkpoint=ctx.get("checkpoint"),
     )
     return MethodOutput(
         indices=r.indices,
@@ -372,7 +377,7 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
         # Holding the lock, no other schedgen build is writing this store: temporaries
         # of it left by a killed build are garbage.
         remove_orphans(path)
-        return _build_locked(config, ds, k, params, path, run_fn, progress, t0)
+        return _build_locked(config, ds, k, params, key, path, run_fn, progress, t0)
 
 
 def _waiting_message(owner: LockOwner | None, lock: Path) -> None:
@@ -389,8 +394,25 @@ def _cache_hit(path: Path, t0: float) -> BuildResult:
     )
 
 
-def _build_locked(config, ds, k, params, path, run_fn, progress, t0) -> BuildResult:
-    """Run the method and write the store (the caller holds the lock of ``path``)."""
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """Where a build of the store ``path`` keeps its checkpoint: ``.<name>.partial/checkpoint.npz``.
+
+    Deterministic (a rerun of the same build finds it) and beside the store, on the
+    same filesystem; removed once the store is written.
+    """
+    path = Path(path)
+    return path.parent / f".{path.name}.partial" / "checkpoint.npz"
+
+
+def _build_locked(config, ds, k, params, key, path, run_fn, progress, t0) -> BuildResult:
+    """Run the method and write the store (the caller holds the lock of ``path``).
+
+    Long methods save their state to a :class:`~schedgen.checkpoint.Checkpoint`
+    tagged with the cache key and the schedgen version; a build killed before it
+    wrote the store continues from there when rerun (``--force`` starts afresh).
+    """
+    from . import __version__
+
     n = ds.n_samples
     caught: list[str] = []
 
@@ -398,7 +420,10 @@ def _build_locked(config, ds, k, params, path, run_fn, progress, t0) -> BuildRes
         caught.append(msg)
         warnings.warn(msg, SchedgenWarning, stacklevel=2)
 
-    ctx = {"cache_dir": path.parent / ".cache", "warn": warn}
+    ckpt = Checkpoint(checkpoint_path(path), key=f"{key}:{__version__}")
+    if config.force:
+        ckpt.clear()
+    ctx = {"cache_dir": path.parent / ".cache", "warn": warn, "checkpoint": ckpt}
     out = run_fn(config, ds, k, progress, ctx)
     schedule = Schedule(
         indices=out.indices,
@@ -430,6 +455,7 @@ def _build_locked(config, ds, k, params, path, run_fn, progress, t0) -> BuildRes
         except StoreError:
             pass
         raise
+    ckpt.clear()
     return BuildResult(
         path=path, cache_hit=False, digest=schedule.digest, method=config.method, k=k,
         n_batches=schedule.n_batches, n_epochs=schedule.n_epochs, seconds=time.perf_counter() - t0,

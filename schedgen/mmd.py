@@ -22,10 +22,10 @@ import numpy as np
 from .data import Dataset
 from .features import FeatureSpec, prepare_features
 from .kernels import backend, make_kernel, row_sums, is_numerically_diagonal
-from .selection import mmd_schedule
+from .selection import MMDState, mmd_schedule
 from .solvers import get_solver
 
-__all__ = ["run_mmd", "cached_features", "cached_row_sums"]
+__all__ = ["run_mmd", "cached_features", "cached_row_sums", "save_state", "load_state"]
 
 
 def _key(*parts) -> str:
@@ -97,8 +97,50 @@ def _rule(cfg) -> str | None:
     return cfg.bandwidth if cfg.kernel == "rbf" and isinstance(cfg.bandwidth, str) else None
 
 
-def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None = None, warn=None):
-    """Build the MMD schedule of ``ds`` for batch size ``k`` (``cfg`` a BuildConfig)."""
+def save_state(st: MMDState) -> dict:
+    """The arrays of a checkpoint of ``st`` (everything but Q, which follows from the batches)."""
+    sizes = np.array([len(b) for b in st.batches], dtype=np.int64)
+    flat = np.concatenate(st.batches).astype(np.int64) if st.batches else np.zeros(0, np.int64)
+    return {
+        "batches": flat, "sizes": sizes, "mmd2": np.asarray(st.mmd2, dtype=np.float64),
+        "sP": st.sP, "negP": st.negP, "S_AA": np.float64(st.S_AA), "S_AD": np.float64(st.S_AD),
+    }
+
+
+def load_state(saved: dict | None, n: int, k: int) -> MMDState | None:
+    """The :class:`MMDState` of a checkpoint made by :func:`save_state`, or None when it
+    does not describe a run over ``n`` samples with batch size ``k`` (then start afresh)."""
+    if saved is None:
+        return None
+    try:
+        flat, sizes = saved["batches"].astype(np.int64), saved["sizes"].astype(np.int64)
+        sP, negP, mmd2 = (np.asarray(saved[x], dtype=np.float64) for x in ("sP", "negP", "mmd2"))
+        S_AA, S_AD = float(saved["S_AA"]), float(saved["S_AD"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    nq = n - flat.size
+    if (flat.ndim != 1 or sizes.ndim != 1 or np.any(sizes != k) or int(sizes.sum()) != flat.size
+            or mmd2.shape != sizes.shape or nq <= 0 or sP.shape != (nq,) or negP.shape != (nq,)
+            or (flat.size and (flat.min() < 0 or flat.max() >= n))):
+        return None
+    seen = np.zeros(n, dtype=bool)
+    seen[flat] = True
+    if int(seen.sum()) != flat.size:
+        return None  # a sample twice: not a state of this loop
+    return MMDState(
+        Q=np.flatnonzero(~seen).astype(np.int64), sP=sP, negP=negP, S_AA=S_AA, S_AD=S_AD,
+        batches=list(np.split(flat, np.cumsum(sizes)[:-1])) if sizes.size else [], mmd2=list(mmd2),
+    )
+
+
+def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None = None, warn=None,
+            checkpoint=None):
+    """Build the MMD schedule of ``ds`` for batch size ``k`` (``cfg`` a BuildConfig).
+
+    With a :class:`~schedgen.checkpoint.Checkpoint`, the loop's state is saved every
+    ``checkpoint.every`` seconds and a saved state is continued from; the result is
+    the same bytes as an uninterrupted run.
+    """
     from .build import MethodOutput
 
     warn = warn or (lambda msg: None)
@@ -134,6 +176,12 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
     s_tot, neg_tot = cached_row_sums(
         kernel, X, fingerprint=ds.fingerprint, feature_params=feature_params, cache_dir=cache_dir
     )
+    start = load_state(checkpoint.load(), ds.n_samples, k) if checkpoint is not None else None
+    on_step = None
+    if checkpoint is not None:
+        def on_step(st):
+            if not st.done:  # the finished state is the store itself
+                checkpoint.maybe_save(lambda: save_state(st))
     state = mmd_schedule(
         X,
         k,
@@ -142,7 +190,9 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
         s_tot=s_tot,
         neg_tot=neg_tot,
         coefficients="paper" if cfg.paper_coefficients else "exact",
+        state=start,
         progress=progress,
+        on_step=on_step,
     )
     sizes = [len(b) for b in state.batches]
     return MethodOutput(

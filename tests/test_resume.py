@@ -1,11 +1,21 @@
-"""Resumable builds: a build interrupted at any point continues from its checkpoint to the same bytes."""
+"""Resumable builds: a build interrupted at any point (an exception, or SIGKILL of a real
+build process) continues from its checkpoint to the same bytes."""
 
 from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
-from schedgen.checkpoint import Checkpoint
+from schedgen.build import BuildConfig, build, checkpoint_path
+from schedgen.checkpoint import CHECKPOINT_SECONDS_ENV, Checkpoint
 from schedgen.data import load_dataset
 from schedgen.learn2mix import learn2mix_schedule
 
@@ -55,3 +65,94 @@ def test_truncated_checkpoint_is_ignored(tmp_path):
     Checkpoint(p, key="a").save({"x": np.arange(1000)})
     p.write_bytes(p.read_bytes()[:100])
     assert Checkpoint(p, key="a").load() is None
+
+
+# --------------------------------------------------------------------------- whole builds, SIGKILLed
+
+_KILLABLE = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from schedgen.build import BuildConfig, build
+
+    out, method, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    extra = {"epochs": 3, "mixing_rate": 0.5} if method == "learn2mix" else {}
+
+    def progress(done, total):
+        print(f"progress {done}", flush=True)
+        if done == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit: a real crash
+
+    r = build(BuildConfig(dataset="digits", k=50, method=method, out_dir=out, **extra), progress=progress)
+    print(json.dumps(r.to_json()), flush=True)
+    """
+)
+
+
+def _run_build(out, method: str, kill_at: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, CHECKPOINT_SECONDS_ENV: "0"}  # a checkpoint after every batch
+    return subprocess.run(
+        [sys.executable, "-c", _KILLABLE, str(out), method, str(kill_at)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+
+
+def _progress(stdout: str) -> list[int]:
+    return [int(line.split()[1]) for line in stdout.splitlines() if line.startswith("progress ")]
+
+
+@pytest.mark.parametrize(
+    "method, kill_points",
+    [("mmd", [1, 13, 28]), ("learn2mix", [1, 29, 58, 70])],  # 29 batches an epoch; 29, 58: epoch ends
+)
+def test_sigkilled_build_resumes_to_the_same_digest(tmp_path, method, kill_points):
+    extra = {"epochs": 3, "mixing_rate": 0.5} if method == "learn2mix" else {}
+    reference = build(BuildConfig(dataset="digits", k=50, method=method, out_dir=tmp_path / "ref", **extra))
+    out = tmp_path / "out"
+    for kill_at in kill_points:
+        killed = _run_build(out, method, kill_at)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert _progress(killed.stdout)[-1] == kill_at
+        assert not list(out.glob("*.zarr")), "a killed build left a store under a final name"
+        partial = checkpoint_path(out / reference.path.name)
+        assert partial.is_file(), "the killed build left no checkpoint"
+        resumed = _run_build(out, method, kill_at=-1)
+        assert resumed.returncode == 0, resumed.stderr
+        seen = _progress(resumed.stdout)
+        # learn2mix reports an epoch's last batch before it evaluates the epoch's losses;
+        # its checkpoint after that batch is the one taken after the evaluation.
+        expected = kill_at - 1 if method == "learn2mix" and kill_at % 29 == 0 else kill_at
+        assert seen[0] == expected, f"the rerun started at batch {seen[0]}, not where the kill left it ({expected})"
+        result = json.loads(resumed.stdout.splitlines()[-1])
+        assert result["cache_hit"] is False
+        assert result["digest"] == reference.digest
+        assert not partial.exists() and not partial.parent.exists(), "the checkpoint outlived the store"
+        shutil.rmtree(out / reference.path.name)  # next kill point: build again from nothing
+
+
+def test_force_ignores_a_checkpoint(tmp_path):
+    """--force recomputes everything: a checkpoint left by a killed build is not used."""
+    killed = _run_build(tmp_path, "mmd", 10)
+    assert killed.returncode == -signal.SIGKILL
+    seen = []
+    r = build(BuildConfig(dataset="digits", k=50, out_dir=tmp_path, force=True), progress=lambda d, t: seen.append(d))
+    assert seen[0] == 0
+    assert r.digest == build(BuildConfig(dataset="digits", k=50, out_dir=tmp_path / "ref")).digest
+
+
+def test_mmd_checkpoint_that_does_not_fit_is_ignored():
+    from schedgen.mmd import load_state, save_state
+    from schedgen.selection import MMDState
+
+    st = MMDState.start(10)
+    st.batches, st.Q = [np.array([3, 1])], np.array([0, 2, 4, 5, 6, 7, 8, 9])
+    st.sP = st.negP = np.zeros(8)
+    st.mmd2 = [0.5]
+    saved = save_state(st)
+    back = load_state(saved, 10, 2)
+    np.testing.assert_array_equal(back.Q, st.Q)
+    np.testing.assert_array_equal(back.batches[0], [3, 1])
+    assert load_state(saved, 10, 3) is None  # another k
+    assert load_state(saved, 11, 2) is None  # another N
+    assert load_state({**saved, "batches": np.array([3, 3])}, 10, 2) is None  # a sample twice
+    assert load_state({**saved, "batches": np.array([3, 10])}, 10, 2) is None  # out of range
+    assert load_state({k: v for k, v in saved.items() if k != "sP"}, 10, 2) is None
