@@ -9,6 +9,9 @@ and the digest) and raise :class:`~schedgen.errors.StoreError` on any defect.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import glob
 import hashlib
 import json
 import math
@@ -16,6 +19,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,6 +272,14 @@ class _AtomicDir:
         old = None
         try:
             if self.final.exists() and self.replace:
+                if _exchange(self.tmp, self.final):
+                    # One atomic step: ``final`` is the old store, then the new one, never
+                    # absent; the old one now sits at the temporary name.
+                    shutil.rmtree(self.tmp, ignore_errors=True)
+                    return False
+                # No atomic exchange here (not Linux, or a filesystem without it): a
+                # crash between these two renames leaves the old store at ``old``
+                # (readers say so, see _open_group).
                 old = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"
                 os.replace(self.final, old)
             os.replace(self.tmp, self.final)
@@ -279,6 +291,32 @@ class _AtomicDir:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return False
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths ``a`` and ``b`` atomically (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False when this system or filesystem cannot (then nothing happened);
+    raises OSError on any other failure.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False  # glibc < 2.28, musl without the wrapper
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def remove_orphans(final: str | os.PathLike) -> list[Path]:
@@ -464,6 +502,12 @@ def _open_group(path: str | os.PathLike):
             s = s[len("file://") :]
         p = Path(s)
         if not p.exists():
+            aside = sorted(p.parent.glob(f".{glob.escape(p.name)}.old-*")) if p.parent.is_dir() else []
+            if aside:
+                raise StoreError(
+                    f"no schedule store at {p}: a replacement of it was interrupted; "
+                    f"its previous version is at {aside[-1]} (rename it back to recover)"
+                )
             raise StoreError(f"no schedule store at {p}: the path does not exist")
         if not p.is_dir() or not (p / "zarr.json").is_file():
             raise StoreError(f"{p} is not a schedule store: expected a Zarr v3 group with zarr.json")

@@ -150,6 +150,62 @@ def test_failed_overwrite_keeps_the_old_store(tmp_path, monkeypatch):
     assert [q.name for q in tmp_path.iterdir()] == ["s.zarr"]
 
 
+def test_overwrite_swaps_atomically(tmp_path, monkeypatch):
+    """Replacing a store never leaves its path empty: the new store and the old one are
+    exchanged in one step (renameat2), so the final path is never the source of a rename."""
+    import schedgen.store as store
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("atomic exchange is Linux-only")
+    p = write_schedule(random_schedule(), tmp_path / "s.zarr")
+    moved_away = []
+    real = os.replace
+
+    def spy(src, dst, *a, **kw):
+        if Path(src) == p:
+            moved_away.append(dst)
+        return real(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "replace", spy)
+    s2 = random_schedule(seed=7)
+    write_schedule(s2, p, overwrite=True)
+    assert moved_away == []
+    assert read_schedule(p).digest == s2.digest
+    assert [q.name for q in tmp_path.iterdir()] == ["s.zarr"]
+
+
+def test_overwrite_without_exchange_and_a_crash_between_the_renames(tmp_path, monkeypatch):
+    """Where no atomic exchange exists, the old store is moved aside first; a crash right
+    then leaves it there, and a reader names it instead of only saying 'missing'."""
+    import schedgen.store as store
+
+    p = write_schedule(random_schedule(), tmp_path / "s.zarr")
+    monkeypatch.setattr(store, "_exchange", lambda a, b: False)
+    s2 = random_schedule(seed=7)
+    write_schedule(s2, p, overwrite=True)  # the fallback still works
+    assert read_schedule(p).digest == s2.digest
+    assert [q.name for q in tmp_path.iterdir()] == ["s.zarr"]
+
+    class Crash(BaseException):
+        pass
+
+    real = os.replace
+
+    def crash_on_second(src, dst, *a, **kw):
+        if Path(dst) == p:
+            raise Crash  # the process dies after moving the old store aside
+        return real(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "replace", crash_on_second)
+    with pytest.raises(Crash):
+        write_schedule(random_schedule(seed=8), p, overwrite=True)
+    aside = list(tmp_path.glob(".s.zarr.old-*"))
+    assert len(aside) == 1 and not p.exists()
+    with pytest.raises(StoreError, match=r"a replacement of it was interrupted; its previous version is at .*\.s\.zarr\.old-"):
+        read_schedule(p)
+    assert read_schedule(aside[0]).digest == s2.digest
+
+
 _SLOW_WRITER = textwrap.dedent(
     """
     import sys, time, numpy as np
