@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_OUT_DIR",
     "build",
     "cache_key",
+    "parse_float",
     "parse_int",
     "SchedgenWarning",
 ]
@@ -75,6 +77,20 @@ def parse_int(name: str, value, *, minimum: int | None = None, maximum: int | No
         hi = "" if maximum is None else f" <= {maximum}"
         both = " and".join(p for p in (lo, hi) if p)
         raise ParameterError(f"{name} must be an integer{both}, got {v}")
+    return v
+
+
+def parse_float(name: str, value, expected: str = "a finite number") -> float:
+    """``value`` (a number, or an option's text) as a finite float, else a one-line
+    :class:`ParameterError` naming ``name``. Ranges are checked where the value is used."""
+    if isinstance(value, bool):
+        raise ParameterError(f"{name} must be {expected}, got {value!r}")
+    try:
+        v = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be {expected}, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ParameterError(f"{name} must be {expected}, got {value!r}")
     return v
 
 
@@ -257,19 +273,27 @@ def _learn2mix(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None,
     from .learn2mix import kmeans_groups, learn2mix_schedule, parse_groups
 
     X = prepare_features(ds, _feature_spec(cfg))
+    extra = {}
     if cfg.groups is not None:
         groups = kmeans_groups(X, parse_groups(cfg.groups), seed=cfg.seed)
+    elif ds.groups is not None:
+        # Any integer ids: α's columns follow the sorted distinct ids, recorded when
+        # they are not already 0..G-1.
+        ids, groups = np.unique(ds.groups, return_inverse=True)
+        if not np.array_equal(ids, np.arange(len(ids))):
+            extra["group_ids"] = ids.tolist()
     else:
-        groups = ds.groups if ds.groups is not None else ds.y
+        groups = ds.y
+    # The proxy always learns the labels; with groups, its losses are averaged per group.
     r = learn2mix_schedule(
         X, groups, k, epochs=cfg.epochs, mixing_rate=cfg.mixing_rate, seed=cfg.seed, progress=progress,
-        checkpoint=ctx.get("checkpoint"),
+        checkpoint=ctx.get("checkpoint"), labels=None if groups is ds.y else ds.y,
     )
     return MethodOutput(
         indices=r.indices,
         batch_offsets=r.batch_offsets,
         epoch_offsets=r.epoch_offsets,
-        params=r.params,
+        params={**r.params, **extra},
         epoch_arrays={"class_proportions": r.class_proportions, "class_losses": r.class_losses},
     )
 

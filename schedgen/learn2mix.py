@@ -284,6 +284,9 @@ def class_mean_losses(losses, labels, n_classes: int) -> np.ndarray:
     if not np.isfinite(v).all():
         first = int(np.argmax(~np.isfinite(v)))
         raise ParameterError(f"losses must be finite, found {float(v[first])!r} at row {first}")
+    if np.any(v < 0):
+        first = int(np.argmax(v < 0))
+        raise ParameterError(f"losses must be non-negative, found {float(v[first])!r} at row {first}")
     sums = np.bincount(y, weights=v, minlength=C)
     counts = np.bincount(y, minlength=C)
     out = np.zeros(C, dtype=np.float64)
@@ -756,6 +759,7 @@ def learn2mix_schedule(
     lr: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     checkpoint=None,
+    labels=None,
 ) -> Learn2MixResult:
     """Precompute a learn2mix schedule with losses from a softmax-regression proxy.
 
@@ -789,6 +793,10 @@ def learn2mix_schedule(
         SGD step of the proxy; :func:`default_lr` by default.
     progress : callable(done_batches, total_batches), optional
         Called once before the first batch and after every batch.
+    labels : array of shape (n_samples,), optional
+        The proxy's targets, when they are not the groups (``--groups kmeans:C``, or
+        an npz ``groups`` array): the proxy learns the task's labels and its
+        per-sample losses are averaged per group. Default: the groups themselves.
     checkpoint : schedgen.checkpoint.Checkpoint, optional
         Resume from its saved state (epoch, batch, proxy weights, α and the
         trajectory so far; the batches themselves are re-derived) and save the state
@@ -805,6 +813,10 @@ def learn2mix_schedule(
     """
     y = _check_labels(groups, "groups")
     A = _check_features(X, len(y))
+    t = y if labels is None else _check_labels(labels, "labels")
+    if t.shape != y.shape:
+        raise DataError(f"labels must have one value per sample: expected shape {y.shape}, got {t.shape}")
+    T = int(t.max()) + 1  # proxy outputs
     epochs = _check_int("epochs", epochs, minimum=1)
     planner = Learn2MixPlanner(
         y, k, mixing_rate=mixing_rate, seed=seed, batches_per_epoch=batches_per_epoch
@@ -821,8 +833,8 @@ def learn2mix_schedule(
     B = planner.batches_per_epoch
     total = epochs * B
 
-    W = np.zeros((A.shape[1], C), dtype=np.float64)
-    b = np.zeros(C, dtype=np.float64)
+    W = np.zeros((A.shape[1], T), dtype=np.float64)
+    b = np.zeros(T, dtype=np.float64)
     alpha = planner.initial_alpha
     alphas = np.empty((epochs, C), dtype=np.float64)
     losses = np.empty((epochs, C), dtype=np.float64)
@@ -847,7 +859,7 @@ def learn2mix_schedule(
             batch = M[i]
             Xb = A[batch].astype(np.float64)
             G = np.exp(_log_softmax(Xb @ W + b))
-            G[np.arange(k), y[batch]] -= 1.0
+            G[np.arange(k), t[batch]] -= 1.0
             G /= k
             W -= lr * (Xb.T @ G)
             b -= lr * G.sum(axis=0)
@@ -855,7 +867,7 @@ def learn2mix_schedule(
                 checkpoint.maybe_save(lambda: state(e, i + 1))
             if progress:
                 progress(e * B + i + 1, total)
-        losses[e] = class_mean_losses(_proxy_losses(A, y, W, b), y, C)
+        losses[e] = class_mean_losses(_proxy_losses(A, t, W, b), y, C)
         alpha = update_alpha(alpha, losses[e], planner.mixing_rate)
         if checkpoint is not None and e + 1 < epochs:
             checkpoint.maybe_save(lambda: state(e + 1, 0))

@@ -200,6 +200,8 @@ def test_class_mean_losses_rejects_bad_input():
         class_mean_losses([1.0, 2.0], [0, 1, 1], 2)
     with pytest.raises(ParameterError, match=r"losses must be finite, found nan at row 1"):
         class_mean_losses([1.0, np.nan], [0, 1], 2)
+    with pytest.raises(ParameterError, match=r"losses must be non-negative, found -1\.0 at row 0"):
+        class_mean_losses([-1.0, 5.0], [0, 0], 1)
     with pytest.raises(DataError, match=r"labels must be in 0\.\.1 \(n_classes=2\), found 5 at row 1"):
         class_mean_losses([1.0, 1.0], [0, 5], 2)
 
@@ -332,11 +334,16 @@ def test_next_batch_refuses_finished_epoch_and_foreign_state():
 # --------------------------------------------------------------------------- offline proxy
 
 
-def ref_schedule(X, y, k, epochs, gamma, seed, lr):
-    """Plain-loop float64 reference of the proxy run (per-sample softmax, per-element SGD)."""
+def ref_schedule(X, y, k, epochs, gamma, seed, lr, groups=None):
+    """Plain-loop float64 reference of the proxy run (per-sample softmax, per-element SGD).
+
+    The proxy learns the labels ``y``; batches mix, and losses are averaged over,
+    ``groups`` (default: the labels)."""
     n, d = X.shape
     c = int(y.max()) + 1
-    planner = Learn2MixPlanner(y, k, mixing_rate=gamma, seed=seed)
+    g_of = y if groups is None else groups
+    G = int(g_of.max()) + 1
+    planner = Learn2MixPlanner(g_of, k, mixing_rate=gamma, seed=seed)
     W = [[0.0] * c for _ in range(d)]
     b = [0.0] * c
 
@@ -346,7 +353,7 @@ def ref_schedule(X, y, k, epochs, gamma, seed, lr):
         lse = m + math.log(sum(math.exp(v - m) for v in z))
         return [v - lse for v in z]
 
-    alpha = [float(v) for v in np.bincount(y, minlength=c) / n]
+    alpha = [float(v) for v in np.bincount(g_of, minlength=G) / n]
     alphas, losses, batches = [], [], []
     for e in range(epochs):
         alphas.append(alpha)
@@ -365,14 +372,14 @@ def ref_schedule(X, y, k, epochs, gamma, seed, lr):
                 b[j] -= lr * gb[j]
                 for i in range(d):
                     W[i][j] -= lr * gW[i][j]
-        sums, cnt = [0.0] * c, [0] * c
+        sums, cnt = [0.0] * G, [0] * G
         for s in range(n):
-            sums[y[s]] -= logp(X[s])[y[s]]
-            cnt[y[s]] += 1
-        L = [sums[j] / cnt[j] for j in range(c)]
+            sums[g_of[s]] -= logp(X[s])[y[s]]
+            cnt[g_of[s]] += 1
+        L = [sums[j] / cnt[j] for j in range(G)]
         losses.append(L)
         total = sum(L)
-        alpha = [alpha[j] + gamma * (L[j] / total - alpha[j]) for j in range(c)]
+        alpha = [alpha[j] + gamma * (L[j] / total - alpha[j]) for j in range(G)]
     return np.array(alphas), np.array(losses), batches
 
 
@@ -395,6 +402,26 @@ def test_offline_schedule_matches_plain_loop_reference():
     assert calls == [(i, 15) for i in range(16)]
     assert res.params == {"seed": 5, "epochs": 3, "mixing_rate": 0.5, "batches_per_epoch": 5, "n_classes": 3,
                           "proxy": "softmax-regression-sgd", "lr": 0.3}
+
+
+def test_offline_proxy_learns_labels_and_averages_over_groups():
+    """With groups that are not the labels (k-means clusters, an npz groups array) the
+    proxy still learns the task's labels; its per-sample losses are averaged per group."""
+    rng = np.random.default_rng(1)
+    y = labels_from_sizes([12, 9, 9], seed=2)
+    X = (rng.normal(size=(len(y), 3)) + y[:, None] * np.array([1.0, -0.5, 0.2])).astype(np.float32)
+    groups = np.arange(len(y)) % 2  # unrelated to the labels
+    res = learn2mix_schedule(X, groups, 6, epochs=3, mixing_rate=0.5, seed=4, lr=0.3, labels=y)
+    alphas, losses, batches = ref_schedule(X, y, 6, 3, 0.5, 4, 0.3, groups=groups)
+    assert res.class_losses.shape == (3, 2)
+    assert_allclose(res.class_proportions, alphas, rtol=1e-10, atol=1e-12)
+    assert_allclose(res.class_losses, losses, rtol=1e-10, atol=1e-12)
+    assert_array_equal(res.indices, np.concatenate(batches))
+    # Trained on the parity groups instead, the proxy would learn a coin flip.
+    on_groups = learn2mix_schedule(X, groups, 6, epochs=3, mixing_rate=0.5, seed=4, lr=0.3)
+    assert not np.allclose(on_groups.class_losses, res.class_losses)
+    with pytest.raises(DataError, match=r"labels must have one value per sample: expected shape \(30,\), got \(29,\)"):
+        learn2mix_schedule(X, groups, 6, epochs=1, mixing_rate=0.5, seed=4, labels=y[:-1])
 
 
 def test_offline_schedule_is_replayable_from_recorded_alphas():

@@ -241,7 +241,8 @@ def test_plot_mmd_and_learn2mix(tmp_path, subset_npz):
                           "--mixing-rate", "0.5", "--out-dir", tmp_path, "--json").stdout)
     assert l2m["n_epochs"] == 4 and l2m["n_batches"] == 40
     r = _cli("plot", l2m["path"], "-o", tmp_path / "l.png")
-    assert r.exit_code == 0, r.stderr and (tmp_path / "l.png").exists()
+    assert r.exit_code == 0, r.stderr
+    assert Image.open(tmp_path / "l.png").size[0] > 100
 
     rnd = json.loads(_cli("build", "--dataset", subset_npz, "--k", "40", "--method", "random", "--out-dir", tmp_path, "--json").stdout)
     r = _cli("plot", rnd["path"], "-o", tmp_path / "r.png")
@@ -260,3 +261,26 @@ def test_learn2mix_kmeans_groups(tmp_path, subset_npz):
     assert s.params["groups"] == "kmeans:4"
     assert s.epoch_arrays["class_proportions"].shape == (2, 4)
     assert np.all(np.diff(s.batch_offsets) == 40)
+
+
+def test_learn2mix_npz_groups_with_any_ids(tmp_path):
+    """An npz ``groups`` array drives the mix (not the labels), whatever its integer ids;
+    α's columns follow the sorted distinct ids, recorded as ``group_ids``."""
+    d = load_dataset("digits")
+    X, y = d.X[:300], d.y[:300]
+    groups = np.where(y < 3, 7, np.where(y < 6, 5, -2))  # three groups, ids -2, 5, 7
+    path = _npz(tmp_path, X, y, groups=groups)
+    r = build(BuildConfig(dataset=path, k=30, method="learn2mix", epochs=2, mixing_rate=0.5, out_dir=tmp_path))
+    s = read_schedule(r.path)
+    assert s.params["groups"] == "dataset" and s.params["group_ids"] == [-2, 5, 7]
+    alpha = s.epoch_arrays["class_proportions"]
+    assert alpha.shape == (2, 3)
+    np.testing.assert_allclose(alpha[0], [np.mean(groups == g) for g in (-2, 5, 7)], rtol=0, atol=1e-15)
+    # every batch holds the largest-remainder share of each group for its epoch's alpha
+    from schedgen.learn2mix import largest_remainder_counts as largest_remainder
+
+    for e in range(2):
+        want = largest_remainder(alpha[e], 30)
+        for b in s.epoch_batches(e):
+            got = [int(np.sum(groups[s.batch(b)] == g)) for g in (-2, 5, 7)]
+            assert got == list(want)
