@@ -102,17 +102,17 @@ def build(
     k: str = typer.Option("50", "--k", help="Batch size."),
     method: str = typer.Option("mmd", help="mmd (default), random or learn2mix."),
     split: str = typer.Option("train", help="train or test."),
-    seed: int = typer.Option(0, help="Seed of every random draw (subsamples, permutations)."),
-    epochs: int = typer.Option(1, help="Epochs (random, learn2mix)."),
+    seed: str = typer.Option("0", help="Seed of every random draw (subsamples, permutations)."),
+    epochs: str = typer.Option("1", help="Epochs (random, learn2mix)."),
     solver: Optional[str] = typer.Option(None, help="MMD batch solver: lp (the paper), greedy or swap."),
     kernel: str = typer.Option("rbf", help="rbf or poly."),
     bandwidth: str = typer.Option("median", help="RBF sigma: 'median' (heuristic) or a positive number."),
-    degree: int = typer.Option(3, help="Polynomial kernel degree."),
-    coef0: float = typer.Option(1.0, help="Polynomial kernel constant c in (x.y/D + c)^d."),
+    degree: str = typer.Option("3", help="Polynomial kernel degree."),
+    coef0: str = typer.Option("1.0", help="Polynomial kernel constant c in (x.y/D + c)^d."),
     paper_coefficients: bool = typer.Option(False, "--paper-coefficients", help="Use the paper's eq. 6 literally (no factor 2)."),
-    pca: Optional[int] = typer.Option(None, help="PCA dims (default 128 when input has >256 dims; 0 keeps features)."),
+    pca: Optional[str] = typer.Option(None, help="PCA dims (default 128 when input has >256 dims; 0 keeps features)."),
     standardize: bool = typer.Option(False, "--standardize", help="Standardise features before PCA."),
-    mixing_rate: float = typer.Option(0.1, help="learn2mix mixing rate gamma in (0, 1]."),
+    mixing_rate: str = typer.Option("0.1", help="learn2mix mixing rate gamma in (0, 1]."),
     groups: Optional[str] = typer.Option(None, help="learn2mix groups without labels: kmeans:C."),
     data_dir: Optional[Path] = typer.Option(None, help="Where dataset files live (default ~/.cache/schedgen/data)."),
     download: bool = typer.Option(False, "--download", help="Fetch missing dataset files."),
@@ -123,14 +123,18 @@ def build(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build a schedule (or return the cached one) and print where it is."""
-    from .build import BuildConfig, build as run_build
+    from .build import BuildConfig, build as run_build, parse_float, parse_int
 
     with _edge():
+        # k, seed and epochs go through as strings: build() parses and checks them.
         config = BuildConfig(
             dataset=dataset, k=k, method=method, split=split, seed=seed, epochs=epochs, solver=solver,
-            kernel=kernel, bandwidth=bandwidth, degree=degree, coef0=coef0,
-            paper_coefficients=paper_coefficients, pca=pca, standardize=standardize,
-            mixing_rate=mixing_rate, groups=groups, data_dir=str(data_dir) if data_dir else None,
+            kernel=kernel, bandwidth=bandwidth, degree=parse_int("degree", degree, minimum=1),
+            coef0=parse_float("coef0", coef0, "a finite number"),
+            paper_coefficients=paper_coefficients,
+            pca=None if pca is None else parse_int("pca", pca, minimum=0), standardize=standardize,
+            mixing_rate=parse_float("mixing rate", mixing_rate, "a number in (0, 1]"),
+            groups=groups, data_dir=str(data_dir) if data_dir else None,
             download=download, out_dir=out_dir, force=force, device=device,
         )
         with _progress(f"{method} k={k}", quiet or as_json) as progress:
@@ -226,15 +230,17 @@ def plot(
     path: str = typer.Argument(..., help="A schedule store (.zarr) or URL."),
     output: Path = typer.Option(..., "--output", "-o", help="PNG file to write."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="MMD: also draw a seeded random order (needs the dataset)."),
-    seed: int = typer.Option(0, help="Seed of the random baseline."),
+    seed: str = typer.Option("0", help="Seed of the random baseline."),
     data_dir: Optional[Path] = typer.Option(None, help="Where the dataset files live."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Draw a schedule: per-batch MMD² (mmd) or class proportions and losses per epoch (learn2mix)."""
+    from .build import parse_int
     from .plot import plot_schedule
 
     with _edge():
-        r = plot_schedule(path, output, data_dir=str(data_dir) if data_dir else None, baseline=baseline, seed=seed)
+        seed_ = parse_int("seed", seed, minimum=0)
+        r = plot_schedule(path, output, data_dir=str(data_dir) if data_dir else None, baseline=baseline, seed=seed_)
         summary = ", ".join(f"{k} {v:.3g}" for k, v in r.series.items() if isinstance(v, float))
         _print({"path": str(r.path), "method": r.method, **r.series}, as_json, f"wrote {r.path}" + (f" ({summary})" if summary else ""))
 

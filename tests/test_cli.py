@@ -40,6 +40,27 @@ def test_build_random_then_cache_hit(tmp_path):
     assert forced["cache_hit"] is False and forced["digest"] == first["digest"]
 
 
+def test_random_multi_epoch_store(tmp_path):
+    n, k = 1437, 50
+    built = build_json(tmp_path, "--dataset", "digits", "--k", k, "--method", "random", "--epochs", "3")
+    s = read_schedule(built["path"])
+    per_epoch = -(-n // k)
+    assert (s.n_epochs, s.n_batches, s.k) == (3, 3 * per_epoch, k)
+    epochs = []
+    for e in range(3):
+        batches = [s.batch(b) for b in s.epoch_batches(e)]
+        assert len(batches) == per_epoch
+        assert [len(b) for b in batches] == [k] * (per_epoch - 1) + [n % k]
+        assert n % k == 37
+        order = np.concatenate(batches)
+        np.testing.assert_array_equal(np.sort(order), np.arange(n))  # a permutation of range(N)
+        epochs.append(order)
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert not np.array_equal(epochs[a], epochs[b]), (a, b)
+    np.testing.assert_array_equal(np.concatenate(epochs), s.indices)
+
+
 def test_other_parameters_get_another_store(tmp_path):
     a = build_json(tmp_path, "--k", "50", "--method", "random")
     b = build_json(tmp_path, "--k", "50", "--method", "random", "--seed", "1")
@@ -115,14 +136,21 @@ def test_bad_k(tmp_path, k, needles):
     assert not any(tmp_path.glob("*.zarr"))
 
 
+def _nothing_written(out_dir):
+    assert not any(Path(out_dir).glob("*.zarr")), sorted(Path(out_dir).iterdir())
+
+
 def test_unknown_dataset_and_method(tmp_path):
     _one_line_error(run("build", "--out-dir", tmp_path, "--dataset", "imagenet"), "imagenet")
+    _nothing_written(tmp_path)
     _one_line_error(run("build", "--out-dir", tmp_path, "--method", "magic"), "unknown method 'magic'")
+    _nothing_written(tmp_path)
 
 
 def test_missing_dataset_files(tmp_path):
     r = run("build", "--out-dir", tmp_path, "--dataset", "svhn", "--data-dir", tmp_path / "data")
     _one_line_error(r, "train_32x32.mat", "--download")
+    _nothing_written(tmp_path)
 
 
 def test_nan_features_and_label_mismatch(tmp_path):
@@ -132,9 +160,46 @@ def test_nan_features_and_label_mismatch(tmp_path):
     np.savez(tmp_path / "bad.npz", X=X, y=np.arange(30) % 3)
     r = run("build", "--out-dir", tmp_path, "--dataset", f"npz:{tmp_path / 'bad.npz'}", "--k", "5")
     _one_line_error(r, "2 non-finite", "row 7")
+    _nothing_written(tmp_path)
     np.savez(tmp_path / "short.npz", X=np.zeros((30, 4)), y=np.arange(29) % 3)
     r = run("build", "--out-dir", tmp_path, "--dataset", f"npz:{tmp_path / 'short.npz'}", "--k", "5")
-    _one_line_error(r, "29", "30")
+    _one_line_error(r, "labels have length 29 but features have 30 rows")
+    _nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--epochs", "2.5"], ["epochs must be an integer", "'2.5'"]),
+        (["--epochs", "0"], ["epochs must be an integer >= 1", "got 0"]),
+        (["--seed", "abc"], ["seed must be an integer", "'abc'"]),
+        (["--degree", "two", "--kernel", "poly"], ["degree must be an integer", "'two'"]),
+        (["--pca", "1e2"], ["pca must be an integer", "'1e2'"]),
+        (["--coef0", "abc", "--kernel", "poly"], ["coef0 must be a finite number", "'abc'"]),
+        (["--coef0", "inf", "--kernel", "poly"], ["coef0 must be a finite number", "'inf'"]),
+        (["--mixing-rate", "fast", "--method", "learn2mix"], ["mixing rate must be", "'fast'"]),
+        (["--mixing-rate", "1.5", "--method", "learn2mix"], ["mixing rate must be in (0, 1]", "1.5"]),
+    ],
+)
+def test_bad_numeric_build_options(tmp_path, args, needles):
+    r = run("build", "--out-dir", tmp_path, "--k", "50", *args)
+    _one_line_error(r, *needles)
+    assert "Usage" not in r.stdout + r.stderr
+    _nothing_written(tmp_path)
+
+
+def test_numeric_build_options_given_as_text(tmp_path):
+    a = build_json(tmp_path, "--k", "50", "--method", "learn2mix", "--epochs", "2", "--seed", "3",
+                   "--mixing-rate", "0.25", "--pca", "8")
+    assert a["n_epochs"] == 2
+    assert a["params"]["seed"] == 3 and a["params"]["mixing_rate"] == 0.25 and a["params"]["pca"] == 8
+
+
+def test_bad_plot_seed(tmp_path):
+    built = build_json(tmp_path, "--k", "100", "--method", "random")
+    r = run("plot", built["path"], "-o", tmp_path / "p.png", "--seed", "x1")
+    _one_line_error(r, "seed must be an integer", "'x1'")
+    assert not (tmp_path / "p.png").exists()
 
 
 def test_damaged_store_commands(tmp_path):
@@ -160,3 +225,29 @@ def test_list_skips_nothing_and_reports_broken(tmp_path):
     rows = json.loads(run("list", tmp_path, "--json").stdout)
     assert len(rows) == 2 and "error" in rows[1]
     _one_line_error(run("list", tmp_path / "nope"), "not a directory")
+
+
+@pytest.mark.parametrize(
+    "version, needle",
+    [
+        (7, "unsupported schedule format 7; this schedgen reads format 1"),
+        ("1", "unsupported schedule format '1'"),
+        (None, "attribute 'schedgen_format' is missing"),
+    ],
+)
+def test_list_reports_other_format(tmp_path, version, needle):
+    built = build_json(tmp_path, "--k", "100", "--method", "random")
+    meta = Path(built["path"]) / "zarr.json"
+    m = json.loads(meta.read_text())
+    if version is None:
+        del m["attributes"]["schedgen_format"]
+    else:
+        m["attributes"]["schedgen_format"] = version
+    meta.write_text(json.dumps(m))
+    r = run("list", tmp_path, "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert len(rows) == 1 and rows[0]["path"] == built["path"]
+    assert needle in rows[0]["error"] and "method" not in rows[0]
+    human = run("list", tmp_path)
+    assert human.exit_code == 0 and f"{built['path']}  ERROR " in human.stdout and needle in human.stdout
