@@ -104,7 +104,7 @@ def build(
     split: str = typer.Option("train", help="train or test."),
     seed: str = typer.Option("0", help="Seed of every random draw (subsamples, permutations)."),
     epochs: str = typer.Option("1", help="Epochs (random, learn2mix)."),
-    solver: Optional[str] = typer.Option(None, help="MMD batch solver: lp (the paper), greedy or swap."),
+    solver: Optional[str] = typer.Option(None, help="MMD batch solver: swap (default: lowest MMD²), greedy, or lp (the paper)."),
     kernel: str = typer.Option("rbf", help="rbf or poly."),
     bandwidth: str = typer.Option("median", help="RBF sigma: 'median' (heuristic) or a positive number."),
     degree: str = typer.Option("3", help="Polynomial kernel degree."),

@@ -239,7 +239,7 @@ class TestBatchProblem:
             get_solver("simplex")
         with pytest.raises(ParameterError, match=r"unknown solver 3"):
             get_solver(3)
-        assert get_solver(None) is get_solver(DEFAULT_SOLVER) is SOLVERS["lp"]
+        assert get_solver(None) is get_solver(DEFAULT_SOLVER) is SOLVERS["swap"]
 
     def test_oracle_limits(self):
         big = problem_of(np.eye(41), 2)
