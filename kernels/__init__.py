@@ -10,7 +10,7 @@ touches cupy, and results come back to the host as float64 NumPy.
 from __future__ import annotations
 
 from . import backend
-from ._parallel import worker_pool
+from ._parallel import pinned_blas, worker_pool
 from .backend import get_namespace, resolve_device, to_device, to_numpy
 from .bandwidth import (
     FALLBACK_BANDWIDTH,
@@ -46,6 +46,7 @@ __all__ = [
     "default_blocks",
     "WorkingSet",
     "worker_pool",
+    "pinned_blas",
     "median_sq_distance",
     "median_bandwidth",
     "median_offdiag",

@@ -269,6 +269,13 @@ def _feature_spec(cfg: BuildConfig):
 
 
 def _learn2mix(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None, ctx: dict) -> MethodOutput:
+    from .kernels import pinned_blas
+
+    with pinned_blas():  # PCA and the proxy's products: the same bits for any BLAS thread count
+        return _learn2mix_pinned(cfg, ds, k, progress, ctx)
+
+
+def _learn2mix_pinned(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None, ctx: dict) -> MethodOutput:
     from .features import prepare_features
     from .learn2mix import kmeans_groups, learn2mix_schedule, parse_groups
 

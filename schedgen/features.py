@@ -8,6 +8,7 @@ a seeded subsample.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -55,12 +56,29 @@ class FeatureSpec:
         return {"pca": self.resolved_pca(n_features), "standardize": bool(self.standardize)}
 
 
-def pca_basis(X: np.ndarray, dim: int, *, seed: int = 0, fit_rows: int = PCA_FIT_ROWS) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and top-``dim`` principal axes of ``X``, deterministic.
+def pca_basis(
+    X: np.ndarray,
+    dim: int,
+    *,
+    seed: int = 0,
+    fit_rows: int = PCA_FIT_ROWS,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    block_rows: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and top-``dim`` principal axes of ``transform(X)``, deterministic.
 
     Fitted in float64 on all rows when ``N <= fit_rows``, else on ``fit_rows`` rows drawn
     without replacement by ``default_rng([seed, 0x504341])``. Each axis' sign is fixed so
     that its largest-magnitude coordinate is positive (first such coordinate on ties).
+    The mean and the covariance ``Σ (x - mean)(x - mean)ᵀ / (n - 1)`` are accumulated
+    over blocks of ``block_rows`` rows, so the float64 copy of the fitted rows never
+    exists whole (SVHN: 20,000 × 3,072 would be 491 MB).
+
+    Parameters
+    ----------
+    transform : callable, optional
+        Maps a block of raw rows to float64 features (scaling, standardisation);
+        default: the rows as float64.
 
     Returns
     -------
@@ -68,14 +86,25 @@ def pca_basis(X: np.ndarray, dim: int, *, seed: int = 0, fit_rows: int = PCA_FIT
     axes : array of shape (n_features, dim), float64
     """
     n = X.shape[0]
+    rows = None
     if n > fit_rows:
         rows = np.sort(np.random.default_rng([seed, _PCA_STREAM]).choice(n, size=fit_rows, replace=False))
-        S = X[rows].astype(np.float64)
-    else:
-        S = X.astype(np.float64)
-    mean = S.mean(axis=0)
-    S -= mean
-    cov = S.T @ S / max(len(S) - 1, 1)
+    m = n if rows is None else len(rows)
+    f = transform if transform is not None else (lambda b: np.asarray(b, dtype=np.float64))
+
+    def blocks():
+        for s in range(0, m, block_rows):
+            yield f(X[s : s + block_rows] if rows is None else X[rows[s : s + block_rows]])
+
+    mean = np.zeros(X.shape[1])
+    for B in blocks():
+        mean += B.sum(axis=0)
+    mean /= m
+    cov = np.zeros((X.shape[1], X.shape[1]))
+    for B in blocks():
+        B -= mean
+        cov += B.T @ B
+    cov /= max(m - 1, 1)
     w, V = np.linalg.eigh(cov)
     order = np.argsort(-w, kind="stable")[:dim]
     axes = V[:, order]
@@ -90,21 +119,44 @@ def prepare_features(dataset: Dataset, spec: FeatureSpec = FeatureSpec(), *, blo
 
     ``x = raw / pixel_max`` for images (raw values for ``npz:``), then optional
     standardisation, then ``(x - mean) @ axes`` when a PCA dimension is in force.
+    Works in row blocks: besides the dataset and the result, memory holds a few
+    blocks and the (n_features²) covariance, never a full scaled copy.
+
+    Bits depend on the BLAS thread count (GEMM splits); builds call it under
+    ``schedgen.kernels.worker_pool``/``pinned_blas`` so that they do not.
     """
     X = dataset.X
-    if dataset.pixel_max is not None:
-        X = X * np.float32(1.0 / dataset.pixel_max)
+    scale = None if dataset.pixel_max is None else np.float32(1.0 / dataset.pixel_max)
+
+    def scaled(B: np.ndarray) -> np.ndarray:
+        # float32 scaling, as a whole-array ``X * scale`` would give, then float64
+        return (B * scale if scale is not None else np.asarray(B, dtype=np.float32)).astype(np.float64)
+
+    f = scaled
     if spec.standardize:
-        mu = X.mean(axis=0, dtype=np.float64)
-        sd = X.std(axis=0, dtype=np.float64)
+        total = np.zeros(X.shape[1])
+        for s in range(0, X.shape[0], block_rows):
+            total += scaled(X[s : s + block_rows]).sum(axis=0)
+        mu = total / X.shape[0]
+        ss = np.zeros(X.shape[1])
+        for s in range(0, X.shape[0], block_rows):
+            ss += ((scaled(X[s : s + block_rows]) - mu) ** 2).sum(axis=0)
+        sd = np.sqrt(ss / X.shape[0])
         sd[sd == 0] = 1.0  # constant columns stay constant (zero) instead of dividing by 0
-        X = ((X - mu) / sd).astype(np.float32)
+
+        def f(B: np.ndarray) -> np.ndarray:
+            return ((scaled(B) - mu) / sd).astype(np.float32).astype(np.float64)
+
     dim = spec.resolved_pca(X.shape[1])
     if dim == 0:
-        return np.ascontiguousarray(X, dtype=np.float32)
-    mean, axes = pca_basis(X, dim, seed=spec.seed)
+        if scale is None and not spec.standardize:
+            return np.ascontiguousarray(X, dtype=np.float32)
+        out = np.empty(X.shape, dtype=np.float32)
+        for s in range(0, X.shape[0], block_rows):
+            out[s : s + block_rows] = f(X[s : s + block_rows])
+        return out
+    mean, axes = pca_basis(X, dim, seed=spec.seed, transform=f)
     out = np.empty((X.shape[0], dim), dtype=np.float32)
     for start in range(0, X.shape[0], block_rows):
-        blk = X[start : start + block_rows].astype(np.float64) - mean
-        out[start : start + block_rows] = blk @ axes
+        out[start : start + block_rows] = (f(X[start : start + block_rows]) - mean) @ axes
     return out

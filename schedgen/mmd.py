@@ -21,7 +21,7 @@ import numpy as np
 
 from .data import Dataset
 from .features import FeatureSpec, prepare_features
-from .kernels import backend, make_kernel, row_sums, is_numerically_diagonal
+from .kernels import backend, is_numerically_diagonal, make_kernel, pinned_blas, row_sums
 from .selection import MMDState, mmd_schedule
 from .solvers import get_solver
 
@@ -72,7 +72,10 @@ def cached_row_sums(kernel, X, *, fingerprint: str, feature_params: dict, cache_
     """``row_sums(kernel, X)``, memoised on disk by fingerprint, features and kernel."""
     if cache_dir is None:
         return row_sums(kernel, X)
-    key = _key(fingerprint, feature_params, kernel.params(), str(X.dtype), int(X.shape[0]))
+    # The features' own bytes are in the key: the PCA subsample depends on the seed, which
+    # neither the fingerprint nor the feature parameters carry.
+    X_bytes = hashlib.sha256(np.ascontiguousarray(backend.to_numpy(X)).data).hexdigest()
+    key = _key(fingerprint, feature_params, kernel.params(), str(X.dtype), list(X.shape), X_bytes)
     path = Path(cache_dir) / f"rowsums-{key}.npz"
     if path.exists():
         try:
@@ -146,7 +149,8 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
     warn = warn or (lambda msg: None)
     spec = FeatureSpec(pca=cfg.pca, standardize=cfg.standardize, seed=cfg.seed)
     feature_params = spec.params(ds.n_features)
-    X_host = cached_features(ds, spec, cache_dir)
+    with pinned_blas():  # the PCA's GEMM bits must not depend on the BLAS thread count
+        X_host = cached_features(ds, spec, cache_dir)
     device = backend.resolve_device(cfg.device)
     X = backend.to_device(X_host, device)
     kernel = make_kernel(

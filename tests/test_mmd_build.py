@@ -165,6 +165,27 @@ def test_row_sums_are_cached_across_k_and_solver(tmp_path, subset_npz, monkeypat
     assert len(calls) == 2  # another kernel: another pass
 
 
+def test_row_sums_cache_follows_the_features_bytes(tmp_path, monkeypatch):
+    """Same dataset, feature parameters and kernel, other features (the PCA subsample
+    depends on the seed, which the fingerprint and parameters do not carry): no hit."""
+    import schedgen.mmd as mmd
+
+    calls = []
+    real = mmd.row_sums
+    monkeypatch.setattr(mmd, "row_sums", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    rng = np.random.default_rng(3)
+    X1 = rng.normal(size=(50, 4)).astype(np.float32)
+    X2 = X1.copy()
+    X2[7, 1] += 1.0
+    kw = dict(fingerprint="f" * 64, feature_params={"pca": 4, "standardize": False}, cache_dir=tmp_path)
+    s1, _ = mmd.cached_row_sums(RBF(1.0), X1, **kw)
+    s2, _ = mmd.cached_row_sums(RBF(1.0), X2, **kw)
+    assert len(calls) == 2
+    assert not np.array_equal(s1, s2)
+    s1_again, _ = mmd.cached_row_sums(RBF(1.0), X1, **kw)
+    assert len(calls) == 2 and s1_again.tobytes() == s1.tobytes()
+
+
 def test_paper_coefficients_change_the_schedule(tmp_path, subset_npz):
     a = build(BuildConfig(dataset=subset_npz, k=32, method="mmd", solver="lp", out_dir=tmp_path))
     b = build(BuildConfig(dataset=subset_npz, k=32, method="mmd", solver="lp", paper_coefficients=True, out_dir=tmp_path))

@@ -202,3 +202,49 @@ def test_resume_from_a_state_gives_the_same_bytes(problem, solver):
     resumed = mmd_schedule(X, 50, kernel=kernel, solver=SOLVERS[solver], s_tot=s, neg_tot=neg, state=saved)
     assert digest(resumed) == digest(full)
     assert np.asarray(resumed.mmd2).tobytes() == np.asarray(full.mmd2).tobytes()
+
+
+@pytest.mark.parametrize("coefficients", ["exact", "paper"])
+def test_loop_builds_z_as_in_the_design(coefficients):
+    """The Z the loop hands to the solver, checked at every step against DESIGN.md §1
+    computed from the dense float64 kernel: Z_ii = K_ii - f·c·s_tot(i) + f·s_P(i) with
+    c = (nP+k)/N, f = 2 (exact) or 1 (paper); Z_ij = K_ij. With the exact
+    coefficients, (1/(nP+k) + 1/(nQ-k))²·mᵀZm differs from MMD²(P∪B, Q\\B), computed
+    from its definition, by one constant for every B."""
+    X = mixture(60, 5, seed=4, dtype=np.float64)
+    kernel = RBF(median_bandwidth(X, seed=0))
+    K = dense_kernel(kernel, X)
+    n, k, f = 60, 7, {"exact": 2.0, "paper": 1.0}[coefficients]
+    s_tot = K.sum(axis=1)
+    Q_now = [np.arange(n)]
+    rng = np.random.default_rng(11)
+    checked = []
+
+    def checking(problem):
+        Q = Q_now[0]
+        nQ = len(Q)
+        P = np.setdiff1d(np.arange(n), Q)
+        nP = n - nQ
+        c = (nP + k) / n
+        want = K[Q, Q] - f * c * s_tot[Q] + f * K[np.ix_(Q, P)].sum(axis=1)
+        assert_allclose(problem.diag, want, rtol=1e-12, atol=1e-12)
+        if coefficients == "exact":
+            consts = []
+            for _ in range(6):
+                pos = np.sort(rng.choice(nQ, size=k, replace=False))
+                blk = problem.block(pos, pos)
+                mZm = problem.diag[pos].sum() + blk.sum() - np.trace(blk)
+                A = np.concatenate([P, Q[pos]])
+                inA = np.zeros(n)
+                inA[A] = 1.0
+                a, b = inA.sum(), n - inA.sum()
+                mmd2 = inA @ K @ inA / a**2 - 2 * inA @ K @ (1 - inA) / (a * b) + (1 - inA) @ K @ (1 - inA) / b**2
+                consts.append(mmd2 - (1 / (nP + k) + 1 / (nQ - k)) ** 2 * mZm)
+            assert_allclose(consts, consts[0], rtol=0, atol=1e-12)
+        checked.append(nQ)
+        return SOLVERS["greedy"](problem)
+
+    s, neg = row_sums(kernel, X)
+    mmd_schedule(X, k, kernel=kernel, solver=checking, s_tot=s, neg_tot=neg, coefficients=coefficients,
+                 on_step=lambda st: Q_now.__setitem__(0, st.Q.copy()))
+    assert checked == [60, 53, 46, 39, 32, 25, 18, 11]  # every step with nQ > k went through the check
