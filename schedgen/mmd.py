@@ -21,7 +21,15 @@ import numpy as np
 
 from .data import Dataset
 from .features import FeatureSpec, prepare_features
-from .kernels import backend, is_numerically_diagonal, make_kernel, pinned_blas, row_sums
+from .kernels import (
+    FALLBACK_BANDWIDTH,
+    backend,
+    is_numerically_diagonal,
+    make_kernel,
+    median_sq_distance,
+    pinned_blas,
+    row_sums,
+)
 from .selection import MMDState, mmd_schedule
 from .solvers import get_solver
 
@@ -170,6 +178,11 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
             epoch_offsets=np.array([0, len(sizes)], dtype=np.int64),
             params={**kernel.params(), "bandwidth_rule": _rule(cfg)},
             batch_arrays={"batch_mmd2": mmd2},
+        )
+    if _rule(cfg) == "median" and not median_sq_distance(X_host, seed=cfg.seed) > 0:
+        warn(
+            "the median squared distance is 0 (most sampled pairs of samples are identical): "
+            f"the median bandwidth falls back to sigma={FALLBACK_BANDWIDTH}; pass --bandwidth SIGMA to choose one"
         )
     if is_numerically_diagonal(kernel, X_host, seed=cfg.seed):
         warn(

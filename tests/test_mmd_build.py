@@ -207,6 +207,15 @@ def test_constant_dataset_warns_and_follows_index_order(tmp_path):
     np.testing.assert_array_equal(read_schedule(r.path).indices, np.arange(30))
 
 
+def test_median_bandwidth_fallback_warns(tmp_path):
+    X = np.zeros((40, 3), dtype=np.float32)
+    X[:3] = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]  # 37 of 40 rows identical: median distance 0
+    y = np.arange(40) % 2
+    with pytest.warns(SchedgenWarning, match=r"median bandwidth falls back to sigma=1\.0"):
+        r = build(BuildConfig(dataset=_npz(tmp_path, X, y), k=10, out_dir=tmp_path))
+    assert r.params["bandwidth"] == 1.0 and any("falls back" in w for w in r.warnings)
+
+
 def test_diagonal_kernel_warns(tmp_path, subset_npz):
     with pytest.warns(SchedgenWarning, match="numerically diagonal"):
         build(BuildConfig(dataset=subset_npz, k=50, method="mmd", bandwidth="0.01", solver="greedy", out_dir=tmp_path))
