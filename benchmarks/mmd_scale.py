@@ -10,6 +10,8 @@ real dataset instead (loaded with ``schedgen.data.load_dataset`` and projected w
 For every N it measures, each configuration in a fresh subprocess that reports its
 own peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``):
 
+* ``features``: the stage before (synthetic runs only): N × 3,072 uint8 images of
+  SVHN's shape scaled and projected to 128 dims by ``prepare_features``;
 * ``floor``: one bare blocked pass of the N² RBF row sums (``row_sums``);
 * ``lp``, ``greedy``, ``swap``: a full schedule, row sums + selection loop; seconds,
   ratio to the floor, peak RSS and the mean batch MMD² over the schedule (the
@@ -46,7 +48,7 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mmd_scale.json"
 SVHN_N = 73_257
-CONFIGS = ("floor", "lp", "greedy", "swap", "random")
+CONFIGS = ("features", "floor", "lp", "greedy", "swap", "random")
 
 
 # --------------------------------------------------------------------------- data
@@ -119,6 +121,8 @@ def run_one(config: str, dataset: str, n: int, k: int, seed: int) -> dict:
     from schedgen.kernels import make_kernel, row_sums
     from schedgen.selection import mmd_schedule
 
+    if config == "features":
+        return run_features(n, seed=seed)
     X = features(dataset, n, seed=seed)
     kernel = make_kernel("rbf", X=X, seed=seed)
     out = {"config": config, "n": n, "k": k, "sigma": kernel.sigma}
@@ -145,6 +149,32 @@ def run_one(config: str, dataset: str, n: int, k: int, seed: int) -> dict:
         out["eval_s"] = time.perf_counter() - t1
         out["mean_mmd2"] = float(np.nanmean(mmd2))
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    return out
+
+
+def run_features(n: int, *, seed: int) -> dict:
+    """The stage before the kernels on SVHN-shaped images: n × 3,072 uint8 pixels
+    (32×32×3), scaled to [0, 1] and projected to 128 dims by the seeded PCA, as
+    ``schedgen build --dataset svhn`` does. Peak RSS includes the uint8 images."""
+    from schedgen.data import Dataset
+    from schedgen.features import FeatureSpec, prepare_features
+    from schedgen.kernels import pinned_blas
+
+    rng = np.random.default_rng([seed, n, 3072])
+    # low-rank images plus noise, so the PCA has structure to find
+    basis = rng.integers(0, 64, size=(16, 3072), dtype=np.uint8)
+    X = np.empty((n, 3072), dtype=np.uint8)
+    for s in range(0, n, 8192):
+        w = rng.integers(0, 4, size=(min(8192, n - s), 16), dtype=np.uint8)
+        X[s : s + len(w)] = (w.astype(np.uint16) @ basis.astype(np.uint16) // 4).astype(np.uint8)
+    ds = Dataset(name="svhn-shaped", split="train", X=X, y=np.zeros(n, np.int64), pixel_max=255)
+    images_mb = X.nbytes / 2**20
+    t0 = time.perf_counter()
+    with pinned_blas():  # as the build runs it
+        F = prepare_features(ds, FeatureSpec(seed=seed))
+    out = {"config": "features", "n": n, "k": 0, "features_s": time.perf_counter() - t0,
+           "dims": [3072, int(F.shape[1])], "images_mb": images_mb}
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return out
 
 
@@ -195,6 +225,10 @@ def table(results: list[dict]) -> str:
                 continue
             if "error" in r:
                 lines.append(f"{n:>7} {name:>7}  error: {r['error']}")
+                continue
+            if name == "features":
+                lines.append(f"{n:>7} {name:>7} {r['features_s']:>8.2f} {'':>8} {'':>8} {r['peak_rss_mb']:>7.0f} "
+                             f"{'':>11}  (3072 -> 128 dims; the uint8 images alone: {r['images_mb']:.0f} MB)")
                 continue
             secs = r.get("total_s", r["row_sums_s"] if name == "floor" else r.get("eval_s", float("nan")))
             ratio = secs / floor if floor and name in ("floor", "lp", "greedy", "swap") else float("nan")
@@ -270,10 +304,12 @@ def main(argv=None) -> None:
     results = []
     t_start = time.perf_counter()
     for n in sizes:
-        for config in ("floor", *solvers, "random"):
+        stages = ("features",) if args.dataset == "synthetic" else ()  # a real dataset has its own
+        for config in (*stages, "floor", *solvers, "random"):
             r = spawn(config, args.dataset, n, args.k, args.seed)
             results.append(r)
-            msg = r.get("error") or f"{r.get('total_s', r.get('row_sums_s')):.2f} s, {r['peak_rss_mb']:.0f} MB"
+            secs = r.get("total_s", r.get("row_sums_s", r.get("features_s")))
+            msg = r.get("error") or f"{secs:.2f} s, {r['peak_rss_mb']:.0f} MB"
             print(f"  N={n:>6} {config:>7}: {msg}", flush=True)
     info["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     print()
