@@ -686,7 +686,8 @@ def test_mmd2_fast_matches_loops():
 
 class TestScale:
     @pytest.fixture(scope="class")
-    def large(self):
+    @classmethod
+    def large(cls):
         n, n_p, k, d = 5000, 1000, 50, 16
         rng = np.random.default_rng(11)
         centres = rng.normal(size=(20, d)) * 2
