@@ -16,7 +16,7 @@ from the columns the solver already computed. The MMD^2(P u B, Q \\ B) after eac
 step is tracked from running kernel sums, in float64.
 
 Cost on SVHN-shaped data (benchmarks/mmd_scale.py, N = 73,257, k = 50, 2 cores), as
-multiples of one row-sum pass, row sums included: ``lp`` about 1.9-2.0x, ``greedy``
+multiples of one row-sum pass, row sums included: ``lp`` about 1.7-2.0x, ``greedy``
 about 6x (one memory-bound full column per step), ``swap`` about 20x (greedy's 50
 columns per batch and one more per swap, ~170 in all).
 """
