@@ -13,7 +13,7 @@ real row sums, P empty and P nonempty).
 
 Usage::
 
-    python benchmarks/solver_quality.py [--instances 20] [--seed 0] [--scale-n 20000]
+    python benchmarks/solver_quality.py [--instances 400] [--seed 0] [--scale-n 20000]
                                         [--no-scale]
 
 Writes ``benchmarks/results/solver_quality.json``.
@@ -187,7 +187,7 @@ def scale(n: int, k: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--instances", type=int, default=20)
+    ap.add_argument("--instances", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale-n", type=int, default=20000)
     ap.add_argument("--no-scale", action="store_true")

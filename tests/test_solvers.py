@@ -642,8 +642,8 @@ class TestMMD:
 
     def test_solver_quality_on_brute_forced_digits(self):
         """MMD² ratio to the exact optimum. Pins from benchmarks/solver_quality.py
-        (400 instances: mean / max greedy 1.021 / 1.27, swap 1.004 / 1.24, lp 1.32 / 3.1,
-        random 1.74 / 3.6); these 12 give greedy 1.025, swap 1.001, lp 1.35, random 1.69."""
+        (400 instances: mean / max greedy 1.025 / 1.25, swap 1.006 / 1.14, lp 1.34 / 3.12,
+        random 1.77 / 3.48); these 12 give greedy 1.025, swap 1.001, lp 1.35, random 1.69."""
         ratios = {"lp": [], "greedy": [], "swap": [], "random": []}
         for t in range(12):
             rng = np.random.default_rng([77, t])
