@@ -122,6 +122,7 @@ class BuildConfig:
     # learn2mix
     mixing_rate: float = 0.1
     groups: str | None = None
+    batches_per_epoch: int | str | None = None
     # where and how
     data_dir: str | None = None
     download: bool = False
@@ -257,6 +258,9 @@ def _learn2mix_params(cfg: BuildConfig, ds: Dataset) -> dict:
         "epochs": cfg.epochs,
         "mixing_rate": float(cfg.mixing_rate),
         "groups": groups,
+        # only when set, so that the keys of default builds stay as they were
+        **({} if cfg.batches_per_epoch is None
+           else {"batches_per_epoch": parse_int("batches per epoch", cfg.batches_per_epoch, minimum=1)}),
         "lr": "auto",
         **_feature_spec(cfg).params(ds.n_features),
     }
@@ -295,6 +299,8 @@ def _learn2mix_pinned(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress 
     r = learn2mix_schedule(
         X, groups, k, epochs=cfg.epochs, mixing_rate=cfg.mixing_rate, seed=cfg.seed, progress=progress,
         checkpoint=ctx.get("checkpoint"), labels=None if groups is ds.y else ds.y,
+        batches_per_epoch=None if cfg.batches_per_epoch is None
+        else parse_int("batches per epoch", cfg.batches_per_epoch, minimum=1),
     )
     return MethodOutput(
         indices=r.indices,

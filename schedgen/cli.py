@@ -114,6 +114,7 @@ def build(
     standardize: bool = typer.Option(False, "--standardize", help="Standardise features before PCA."),
     mixing_rate: str = typer.Option("0.1", help="learn2mix mixing rate gamma in (0, 1]."),
     groups: Optional[str] = typer.Option(None, help="learn2mix groups without labels: kmeans:C."),
+    batches_per_epoch: Optional[str] = typer.Option(None, help="learn2mix batches per epoch (default ceil(N/k))."),
     data_dir: Optional[Path] = typer.Option(None, help="Where dataset files live (default ~/.cache/schedgen/data)."),
     download: bool = typer.Option(False, "--download", help="Fetch missing dataset files."),
     out_dir: Path = typer.Option(Path("schedules"), help="Output and cache directory."),
@@ -134,7 +135,7 @@ def build(
             paper_coefficients=paper_coefficients,
             pca=None if pca is None else parse_int("pca", pca, minimum=0), standardize=standardize,
             mixing_rate=parse_float("mixing rate", mixing_rate, "a number in (0, 1]"),
-            groups=groups, data_dir=str(data_dir) if data_dir else None,
+            groups=groups, batches_per_epoch=batches_per_epoch, data_dir=str(data_dir) if data_dir else None,
             download=download, out_dir=out_dir, force=force, device=device,
         )
         with _progress(f"{method} k={k}", quiet or as_json) as progress:

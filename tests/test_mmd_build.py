@@ -314,3 +314,16 @@ def test_learn2mix_npz_groups_with_any_ids(tmp_path):
         for b in s.epoch_batches(e):
             got = [int(np.sum(groups[s.batch(b)] == g)) for g in (-2, 5, 7)]
             assert got == list(want)
+
+
+def test_learn2mix_batches_per_epoch_option(tmp_path):
+    default = json.loads(_cli("build", "--method", "learn2mix", "--k", "50", "--epochs", "2", "--out-dir", tmp_path,
+                              "--json").stdout)
+    assert default["n_batches"] == 2 * 29  # ceil(1437 / 50)
+    r = _cli("build", "--method", "learn2mix", "--k", "50", "--epochs", "2", "--batches-per-epoch", "10",
+             "--out-dir", tmp_path, "--json")
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["n_batches"] == 20 and d["params"]["batches_per_epoch"] == 10 and d["path"] != default["path"]
+    bad = _cli("build", "--method", "learn2mix", "--k", "50", "--batches-per-epoch", "0", "--out-dir", tmp_path)
+    assert bad.exit_code == 1 and bad.stderr.count("\n") == 1 and "batches per epoch" in bad.stderr
