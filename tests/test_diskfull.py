@@ -22,24 +22,13 @@ import schedgen.locks as locks
 from schedgen.build import BuildConfig, build
 from schedgen.errors import SchedgenError, StoreError
 from schedgen.store import Schedule, read_schedule, write_schedule
+from toys import toy_schedule
 
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 
 
 def small_schedule(n=40, k=6, epochs=2) -> Schedule:
-    sizes = [k] * (n // k) + ([n % k] if n % k else [])
-    idx = np.concatenate([np.random.default_rng([1, e]).permutation(n) for e in range(epochs)]).astype(np.int64)
-    nb = len(sizes) * epochs
-    return Schedule(
-        indices=idx,
-        batch_offsets=np.concatenate([[0], np.cumsum(sizes * epochs)]).astype(np.int64),
-        epoch_offsets=(np.arange(epochs + 1) * len(sizes)).astype(np.int64),
-        method="random",
-        params={"seed": 1},
-        dataset={"name": "toy", "split": "train", "n_samples": n, "n_classes": 2, "fingerprint": "0" * 64},
-        k=k,
-        batch_arrays={"batch_mmd2": np.linspace(1, 0, nb)},
-    )
+    return toy_schedule(n=n, k=k, epochs=epochs, seed=1)
 
 
 def _debris(d: Path) -> list[str]:

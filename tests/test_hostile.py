@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 import schedgen.store as store
 from schedgen.errors import SchedgenError
 from schedgen.store import Schedule, array_digest, read_attrs, read_schedule, schedule_digest, write_schedule
+from toys import toy_schedule
 
 pytest.importorskip("torch")
 from schedgen.torch import ScheduleBatchSampler  # noqa: E402
@@ -71,24 +72,7 @@ def _assert_ran(name: str, minimum: int) -> None:
 # ------------------------------------------------------------------ the pristine store
 
 
-def _schedule(n=53, k=7, epochs=2) -> Schedule:
-    sizes = [k] * (n // k) + ([n % k] if n % k else [])
-    idx = np.concatenate([np.random.default_rng([3, e]).permutation(n) for e in range(epochs)]).astype(np.int64)
-    nb = len(sizes) * epochs
-    return Schedule(
-        indices=idx,
-        batch_offsets=np.concatenate([[0], np.cumsum(sizes * epochs)]).astype(np.int64),
-        epoch_offsets=(np.arange(epochs + 1) * len(sizes)).astype(np.int64),
-        method="random",
-        params={"seed": 3, "epochs": epochs},
-        dataset={"name": "toy", "split": "train", "n_samples": n, "n_classes": 3, "fingerprint": "f" * 64},
-        k=k,
-        batch_arrays={"batch_mmd2": np.linspace(1, 0, nb)},
-        epoch_arrays={"class_proportions": np.full((epochs, 3), 1 / 3)},
-    )
-
-
-ORIGINAL = _schedule()
+ORIGINAL = toy_schedule(n=53, k=7, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schedgen.errors import StoreError
+from toys import toy_schedule as random_schedule
+
 from schedgen.store import (
     FORMAT_VERSION,
     Schedule,
@@ -25,25 +27,6 @@ from schedgen.store import (
     schedule_digest,
     write_schedule,
 )
-
-
-def random_schedule(n=103, k=10, epochs=2, seed=0, extras=True) -> Schedule:
-    sizes = [k] * (n // k) + ([n % k] if n % k else [])
-    idx = np.concatenate([np.random.default_rng([seed, e]).permutation(n) for e in range(epochs)]).astype(np.int64)
-    bo = np.concatenate([[0], np.cumsum(sizes * epochs)]).astype(np.int64)
-    eo = (np.arange(epochs + 1) * len(sizes)).astype(np.int64)
-    nb = len(sizes) * epochs
-    return Schedule(
-        indices=idx,
-        batch_offsets=bo,
-        epoch_offsets=eo,
-        method="random",
-        params={"seed": seed, "epochs": epochs},
-        dataset={"name": "toy", "split": "train", "n_samples": n, "n_classes": 3, "fingerprint": "f" * 64},
-        k=k,
-        batch_arrays={"batch_mmd2": np.linspace(1, 0, nb)} if extras else {},
-        epoch_arrays={"class_proportions": np.full((epochs, 3), 1 / 3)} if extras else {},
-    )
 
 
 def test_round_trip(tmp_path):

@@ -1,0 +1,26 @@
+"""Small valid schedules for the store, hostile-store and disk-full tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from schedgen.store import Schedule
+
+
+def toy_schedule(n=103, k=10, epochs=2, seed=0, extras=True) -> Schedule:
+    """A seeded random schedule of ``n`` samples (3 classes), ``epochs`` permutations cut
+    into batches of ``k`` (last short); with ``extras``, a per-batch and a per-epoch array."""
+    sizes = [k] * (n // k) + ([n % k] if n % k else [])
+    idx = np.concatenate([np.random.default_rng([seed, e]).permutation(n) for e in range(epochs)]).astype(np.int64)
+    nb = len(sizes) * epochs
+    return Schedule(
+        indices=idx,
+        batch_offsets=np.concatenate([[0], np.cumsum(sizes * epochs)]).astype(np.int64),
+        epoch_offsets=(np.arange(epochs + 1) * len(sizes)).astype(np.int64),
+        method="random",
+        params={"seed": seed, "epochs": epochs},
+        dataset={"name": "toy", "split": "train", "n_samples": n, "n_classes": 3, "fingerprint": "f" * 64},
+        k=k,
+        batch_arrays={"batch_mmd2": np.linspace(1, 0, nb)} if extras else {},
+        epoch_arrays={"class_proportions": np.full((epochs, 3), 1 / 3)} if extras else {},
+    )
