@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, code_digest
 from .data import Dataset, load_dataset
 from .errors import ParameterError, SchedgenError, StoreError
 from .locks import DEFAULT_LOCK_TIMEOUT, LockOwner, LockTimeoutError, exclusive_lock
@@ -386,7 +386,9 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
     # place), so a readable one is the answer. A read that fails (damaged, or being
     # replaced by a --force build right now) is settled under the lock below.
     damaged: StoreError | None = None
-    if not config.force and path.exists():
+    # (A checkpoint beside a finished store is left by a build killed just after its
+    # write: the locked path below returns the hit and removes it.)
+    if not config.force and path.exists() and not checkpoint_path(path).parent.exists():
         try:
             return _cache_hit(path, t0)
         except StoreError as exc:
@@ -399,7 +401,7 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
             raise StoreError(f"cannot write the schedule to {path}: cannot create the output directory "
                              f"{out_dir}: {exc.strerror or exc}") from None
         try:
-            stack.enter_context(exclusive_lock(path, timeout=config.lock_timeout, on_wait=_waiting_message))
+            held = stack.enter_context(exclusive_lock(path, timeout=config.lock_timeout, on_wait=_waiting_message))
         except StoreError as exc:
             if damaged is not None and not isinstance(exc, LockTimeoutError):
                 # a damaged store in a read-only folder: the damage is the news
@@ -408,12 +410,17 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
         # Another process may have built it while we waited for the lock.
         if not config.force and path.exists():
             try:
-                return _cache_hit(path, t0)
+                hit = _cache_hit(path, t0)
             except StoreError as exc:
                 raise StoreError(f"{exc} (the cached store is damaged; pass --force to rebuild it)") from None
+            if held.locked:  # a build killed between writing the store and clearing its checkpoint
+                Checkpoint(checkpoint_path(path), key="").clear()
+            return hit
         # Holding the lock, no other schedgen build is writing this store: temporaries
-        # of it left by a killed build are garbage.
-        remove_orphans(path)
+        # of it left by a killed build are garbage. Without a working lock (NFS with
+        # nolock) a live build on another machine may own one: leave them.
+        if held.locked:
+            remove_orphans(path)
         return _build_locked(config, ds, k, params, key, path, run_fn, progress, t0)
 
 
@@ -445,11 +452,10 @@ def _build_locked(config, ds, k, params, key, path, run_fn, progress, t0) -> Bui
     """Run the method and write the store (the caller holds the lock of ``path``).
 
     Long methods save their state to a :class:`~schedgen.checkpoint.Checkpoint`
-    tagged with the cache key and the schedgen version; a build killed before it
-    wrote the store continues from there when rerun (``--force`` starts afresh).
+    tagged with the cache key and :func:`~schedgen.checkpoint.code_digest`; a build
+    killed before it wrote the store continues from there when rerun by the same code
+    (``--force`` starts afresh).
     """
-    from . import __version__
-
     n = ds.n_samples
     caught: list[str] = []
 
@@ -457,7 +463,7 @@ def _build_locked(config, ds, k, params, key, path, run_fn, progress, t0) -> Bui
         caught.append(msg)
         warnings.warn(msg, SchedgenWarning, stacklevel=2)
 
-    ckpt = Checkpoint(checkpoint_path(path), key=f"{key}:{__version__}")
+    ckpt = Checkpoint(checkpoint_path(path), key=f"{key}:{code_digest()}")
     if config.force:
         ckpt.clear()
     ctx = {"cache_dir": path.parent / ".cache", "warn": warn, "checkpoint": ckpt}

@@ -8,6 +8,8 @@ A checkpoint whose key does not match, or that cannot be read, is ignored.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import time
 import uuid
@@ -17,11 +19,31 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-__all__ = ["Checkpoint", "checkpoint_interval", "CHECKPOINT_SECONDS_ENV"]
+__all__ = ["Checkpoint", "checkpoint_interval", "code_digest", "CHECKPOINT_SECONDS_ENV"]
 
 #: Seconds between checkpoints (environment override, e.g. 0 = after every step).
 CHECKPOINT_SECONDS_ENV = "SCHEDGEN_CHECKPOINT_SECONDS"
 DEFAULT_CHECKPOINT_SECONDS = 30.0
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest() -> str:
+    """A short sha256 over schedgen's own source files (``schedgen`` and ``schedgen.kernels``).
+
+    Intermediate results (checkpoints, cached features and row sums) carry it in their
+    keys, so that they are reused only by the code that made them: the package version
+    does not change with every edit of a development checkout.
+    """
+    import schedgen
+    import schedgen.kernels
+
+    h = hashlib.sha256()
+    for pkg in (schedgen, schedgen.kernels):
+        root = Path(pkg.__file__).parent
+        for f in sorted(root.glob("*.py")):
+            h.update(f"{pkg.__name__}/{f.name}".encode() + b"\0")
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def checkpoint_interval() -> float:
@@ -88,11 +110,13 @@ class Checkpoint:
         return False
 
     def clear(self) -> None:
-        """Remove the checkpoint (after the store is complete)."""
-        try:
-            self.path.unlink()
-        except OSError:
-            pass
+        """Remove the checkpoint (after the store is complete), with any temporary of a
+        save that was killed, and its folder when that is then empty."""
+        for p in [self.path, *self.path.parent.glob(f".{self.path.name}.*.tmp")]:
+            try:
+                p.unlink()
+            except OSError:
+                pass
         try:
             self.path.parent.rmdir()  # the partial directory, when empty
         except OSError:

@@ -63,6 +63,7 @@ __all__ = [
     "lock_path",
     "read_owner",
     "exclusive_lock",
+    "Held",
 ]
 
 #: Seconds a build waits for another build of the same store (long MMD builds take hours).
@@ -79,6 +80,15 @@ _log = logging.getLogger("schedgen.locks")
 
 class LockTimeoutError(StoreError):
     """Another build of the same store held its lock longer than the timeout."""
+
+
+@dataclass(frozen=True)
+class Held:
+    """What :func:`exclusive_lock` yields: seconds waited, and whether the lock is really
+    held (False where the filesystem has no locking: then other builds may run too)."""
+
+    waited: float
+    locked: bool
 
 
 @dataclass(frozen=True)
@@ -178,8 +188,9 @@ def exclusive_lock(
 
     Yields
     ------
-    float
-        Seconds spent waiting for the lock.
+    Held
+        Seconds spent waiting, and whether the lock is held (not on a filesystem
+        without locking, where the body runs unprotected after a warning).
 
     Raises
     ------
@@ -192,7 +203,7 @@ def exclusive_lock(
     lock = lock_path(target)
     if fcntl is None:  # pragma: no cover - Windows
         _log.warning("no file locking on this platform; concurrent builds of %s may both compute", target)
-        yield 0.0
+        yield Held(0.0, locked=False)
         return
     t0 = time.monotonic()
     deadline = None if timeout is None else t0 + max(0.0, float(timeout))
@@ -209,7 +220,7 @@ def exclusive_lock(
                     "cannot lock %s (%s); building without a lock: a concurrent build of the same "
                     "store may compute it too", lock, exc.strerror,
                 )
-                yield time.monotonic() - t0
+                yield Held(time.monotonic() - t0, locked=False)
                 return
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise StoreError(f"cannot lock {lock} to build {target}: {exc.strerror or exc}") from None
@@ -237,7 +248,7 @@ def exclusive_lock(
     waited = time.monotonic() - t0
     try:
         _write_owner(fd, target)
-        yield waited
+        yield Held(waited, locked=True)
     finally:
         # Unlink while still holding the lock, so that a waiter that then gets the
         # lock on this (deleted) file notices and retries on a fresh one.

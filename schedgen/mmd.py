@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from .checkpoint import code_digest
 from .data import Dataset
 from .features import FeatureSpec, prepare_features
 from .kernels import (
@@ -63,7 +64,7 @@ def cached_features(ds: Dataset, spec: FeatureSpec, cache_dir: Path | None) -> n
     params = spec.params(ds.n_features)
     if params["pca"] == 0 and not params["standardize"] and ds.pixel_max is None:
         return prepare_features(ds, spec)  # nothing fitted: the features are the data
-    path = Path(cache_dir) / f"features-{_key(ds.fingerprint, params, spec.seed)}.npy"
+    path = Path(cache_dir) / f"features-{_key(ds.fingerprint, params, spec.seed, code_digest())}.npy"
     if path.exists():
         try:
             X = np.load(path, allow_pickle=False)
@@ -83,7 +84,7 @@ def cached_row_sums(kernel, X, *, fingerprint: str, feature_params: dict, cache_
     # The features' own bytes are in the key: the PCA subsample depends on the seed, which
     # neither the fingerprint nor the feature parameters carry.
     X_bytes = hashlib.sha256(np.ascontiguousarray(backend.to_numpy(X)).data).hexdigest()
-    key = _key(fingerprint, feature_params, kernel.params(), str(X.dtype), list(X.shape), X_bytes)
+    key = _key(fingerprint, feature_params, kernel.params(), str(X.dtype), list(X.shape), X_bytes, code_digest())
     path = Path(cache_dir) / f"rowsums-{key}.npz"
     if path.exists():
         try:
@@ -108,22 +109,27 @@ def _rule(cfg) -> str | None:
     return cfg.bandwidth if cfg.kernel == "rbf" and isinstance(cfg.bandwidth, str) else None
 
 
-def save_state(st: MMDState) -> dict:
-    """The arrays of a checkpoint of ``st`` (everything but Q, which follows from the batches)."""
+def save_state(st: MMDState, device: str = "cpu") -> dict:
+    """The arrays of a checkpoint of ``st`` (everything but Q, which follows from the
+    batches), and the device it ran on (GPU and CPU kernel values differ in their last bits)."""
     sizes = np.array([len(b) for b in st.batches], dtype=np.int64)
     flat = np.concatenate(st.batches).astype(np.int64) if st.batches else np.zeros(0, np.int64)
     return {
         "batches": flat, "sizes": sizes, "mmd2": np.asarray(st.mmd2, dtype=np.float64),
         "sP": st.sP, "negP": st.negP, "S_AA": np.float64(st.S_AA), "S_AD": np.float64(st.S_AD),
+        "device": np.array(device),
     }
 
 
-def load_state(saved: dict | None, n: int, k: int) -> MMDState | None:
+def load_state(saved: dict | None, n: int, k: int, device: str = "cpu") -> MMDState | None:
     """The :class:`MMDState` of a checkpoint made by :func:`save_state`, or None when it
-    does not describe a run over ``n`` samples with batch size ``k`` (then start afresh)."""
+    does not describe a run over ``n`` samples with batch size ``k`` on ``device`` (then
+    start afresh)."""
     if saved is None:
         return None
     try:
+        if str(saved["device"]) != device:
+            return None
         flat, sizes = saved["batches"].astype(np.int64), saved["sizes"].astype(np.int64)
         sP, negP, mmd2 = (np.asarray(saved[x], dtype=np.float64) for x in ("sP", "negP", "mmd2"))
         S_AA, S_AD = float(saved["S_AA"]), float(saved["S_AD"])
@@ -193,12 +199,12 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
     s_tot, neg_tot = cached_row_sums(
         kernel, X, fingerprint=ds.fingerprint, feature_params=feature_params, cache_dir=cache_dir
     )
-    start = load_state(checkpoint.load(), ds.n_samples, k) if checkpoint is not None else None
+    start = load_state(checkpoint.load(), ds.n_samples, k, device) if checkpoint is not None else None
     on_step = None
     if checkpoint is not None:
         def on_step(st):
             if not st.done:  # the finished state is the store itself
-                checkpoint.maybe_save(lambda: save_state(st))
+                checkpoint.maybe_save(lambda: save_state(st, device))
     state = mmd_schedule(
         X,
         k,

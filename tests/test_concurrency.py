@@ -7,6 +7,7 @@ and record every time the method actually runs.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -139,6 +140,25 @@ def test_orphaned_temporaries_of_dead_builds_are_removed(tmp_path):
         (d / "zarr.json").write_text("{}")
     build(BuildConfig(dataset="digits", k=50, method="random", out_dir=tmp_path, force=True))
     assert not orphan.exists() and mine.exists()
+
+
+def test_without_a_working_lock_temporaries_are_left_alone(tmp_path, monkeypatch):
+    """On a filesystem without locking (NFS with nolock) another machine's live build may
+    own a temporary whose pid means nothing here: it must not be deleted."""
+    import schedgen.locks as locks
+
+    def no_locking(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    first = build(BuildConfig(dataset="digits", k=50, method="random", out_dir=tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    foreign = tmp_path / f".{first.path.name}.tmp-{dead.pid}-0123abcd"
+    foreign.mkdir()
+    (foreign / "zarr.json").write_text("{}")
+    monkeypatch.setattr(locks.fcntl, "flock", no_locking)
+    r = build(BuildConfig(dataset="digits", k=50, method="random", out_dir=tmp_path, force=True))
+    assert r.cache_hit is False and foreign.exists()
 
 
 # ----------------------------------------------------------------- in one process

@@ -156,3 +156,30 @@ def test_mmd_checkpoint_that_does_not_fit_is_ignored():
     assert load_state({**saved, "batches": np.array([3, 3])}, 10, 2) is None  # a sample twice
     assert load_state({**saved, "batches": np.array([3, 10])}, 10, 2) is None  # out of range
     assert load_state({k: v for k, v in saved.items() if k != "sP"}, 10, 2) is None
+    assert load_state(saved, 10, 2, device="cuda") is None  # another device: other last bits
+    assert load_state(save_state(st, "cuda"), 10, 2, device="cuda") is not None
+
+
+def test_checkpoint_left_beside_a_finished_store_is_removed(tmp_path):
+    """A build killed after writing its store but before removing its checkpoint: the
+    next build returns the store and removes the checkpoint (and a killed save's temporary)."""
+    r = build(BuildConfig(dataset="digits", k=50, method="random", out_dir=tmp_path))
+    ck = Checkpoint(checkpoint_path(r.path), key="whatever", every=0.0)
+    ck.save({"x": np.arange(3)})
+    stale = ck.path.parent / f".{ck.path.name}.123-abcd1234.tmp"
+    stale.write_bytes(b"half a save")
+    again = build(BuildConfig(dataset="digits", k=50, method="random", out_dir=tmp_path))
+    assert again.cache_hit and again.digest == r.digest
+    assert not ck.path.parent.exists()
+
+
+def test_checkpoint_of_other_code_is_ignored(tmp_path, monkeypatch):
+    """The checkpoint key carries the code's digest: an edited schedgen starts afresh."""
+    import schedgen.build as build_mod
+
+    killed = _run_build(tmp_path, "mmd", 10)
+    assert killed.returncode == -signal.SIGKILL
+    monkeypatch.setattr(build_mod, "code_digest", lambda: "another-code")
+    seen = []
+    build(BuildConfig(dataset="digits", k=50, out_dir=tmp_path), progress=lambda d, t: seen.append(d))
+    assert seen[0] == 0
