@@ -259,8 +259,7 @@ def _learn2mix_params(cfg: BuildConfig, ds: Dataset) -> dict:
         "mixing_rate": float(cfg.mixing_rate),
         "groups": groups,
         # only when set, so that the keys of default builds stay as they were
-        **({} if cfg.batches_per_epoch is None
-           else {"batches_per_epoch": parse_int("batches per epoch", cfg.batches_per_epoch, minimum=1)}),
+        **({} if cfg.batches_per_epoch is None else {"batches_per_epoch": cfg.batches_per_epoch}),
         "lr": "auto",
         **_feature_spec(cfg).params(ds.n_features),
     }
@@ -299,8 +298,7 @@ def _learn2mix_pinned(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress 
     r = learn2mix_schedule(
         X, groups, k, epochs=cfg.epochs, mixing_rate=cfg.mixing_rate, seed=cfg.seed, progress=progress,
         checkpoint=ctx.get("checkpoint"), labels=None if groups is ds.y else ds.y,
-        batches_per_epoch=None if cfg.batches_per_epoch is None
-        else parse_int("batches per epoch", cfg.batches_per_epoch, minimum=1),
+        batches_per_epoch=cfg.batches_per_epoch,
     )
     return MethodOutput(
         indices=r.indices,
@@ -363,9 +361,18 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
     t0 = time.perf_counter()
     if config.method not in METHODS:
         raise ParameterError(f"unknown method {config.method!r}; expected one of {sorted(METHODS)}")
-    epochs = parse_int("epochs", config.epochs, minimum=1)
-    seed = parse_int("seed", config.seed, minimum=0)
-    config = replace(config, epochs=epochs, seed=seed)
+    # Numbers may come as text (the CLI passes its options through): parsed here, once.
+    config = replace(
+        config,
+        epochs=parse_int("epochs", config.epochs, minimum=1),
+        seed=parse_int("seed", config.seed, minimum=0),
+        degree=parse_int("degree", config.degree, minimum=1),
+        coef0=parse_float("coef0", config.coef0),
+        pca=None if config.pca is None else parse_int("pca", config.pca, minimum=0),
+        mixing_rate=parse_float("mixing rate", config.mixing_rate, "a number in (0, 1]"),
+        batches_per_epoch=None if config.batches_per_epoch is None
+        else parse_int("batches per epoch", config.batches_per_epoch, minimum=1),
+    )
     timeout = config.lock_timeout
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0

@@ -10,7 +10,7 @@ import numpy as np
 
 from .data import load_dataset
 from .errors import ParameterError, StoreError
-from .store import FORMAT_VERSION, atomic_directory, read_attrs, read_schedule
+from .store import atomic_directory, check_format, read_attrs, read_schedule
 
 __all__ = ["info", "verify", "list_schedules", "export", "EXPORT_FORMATS"]
 
@@ -73,7 +73,7 @@ def list_schedules(directory) -> list[dict]:
     for p in sorted(d.glob("*.zarr")):
         try:
             a = read_attrs(p)
-            _check_format(a, p)
+            check_format(a, str(p))
             ds = a.get("dataset", {}) if isinstance(a.get("dataset"), dict) else {}
             rows.append(
                 {
@@ -90,17 +90,6 @@ def list_schedules(directory) -> list[dict]:
         except StoreError as exc:
             rows.append({"path": str(p), "error": str(exc)})
     return rows
-
-
-def _check_format(attrs: dict, path) -> None:
-    """Raise the StoreError :func:`~schedgen.store.read_schedule` raises for a store of another format."""
-    version = attrs.get("schedgen_format")
-    if version is None:
-        raise StoreError(f"{path} is not a schedgen schedule: attribute 'schedgen_format' is missing")
-    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
-        shown = repr(version)
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        raise StoreError(f"{path}: unsupported schedule format {shown}; this schedgen reads format {FORMAT_VERSION}")
 
 
 def export(path, out=None, *, fmt: str = "npy", overwrite: bool = False) -> Path:

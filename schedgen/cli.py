@@ -124,17 +124,14 @@ def build(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build a schedule (or return the cached one) and print where it is."""
-    from .build import BuildConfig, build as run_build, parse_float, parse_int
+    from .build import BuildConfig, build as run_build
 
     with _edge():
-        # k, seed and epochs go through as strings: build() parses and checks them.
+        # Numeric options go through as text: build() parses and checks them.
         config = BuildConfig(
             dataset=dataset, k=k, method=method, split=split, seed=seed, epochs=epochs, solver=solver,
-            kernel=kernel, bandwidth=bandwidth, degree=parse_int("degree", degree, minimum=1),
-            coef0=parse_float("coef0", coef0, "a finite number"),
-            paper_coefficients=paper_coefficients,
-            pca=None if pca is None else parse_int("pca", pca, minimum=0), standardize=standardize,
-            mixing_rate=parse_float("mixing rate", mixing_rate, "a number in (0, 1]"),
+            kernel=kernel, bandwidth=bandwidth, degree=degree, coef0=coef0,
+            paper_coefficients=paper_coefficients, pca=pca, standardize=standardize, mixing_rate=mixing_rate,
             groups=groups, batches_per_epoch=batches_per_epoch, data_dir=str(data_dir) if data_dir else None,
             download=download, out_dir=out_dir, force=force, device=device,
         )
@@ -236,12 +233,10 @@ def plot(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Draw a schedule: per-batch MMD² (mmd) or class proportions and losses per epoch (learn2mix)."""
-    from .build import parse_int
     from .plot import plot_schedule
 
     with _edge():
-        seed_ = parse_int("seed", seed, minimum=0)
-        r = plot_schedule(path, output, data_dir=str(data_dir) if data_dir else None, baseline=baseline, seed=seed_)
+        r = plot_schedule(path, output, data_dir=str(data_dir) if data_dir else None, baseline=baseline, seed=seed)
         summary = ", ".join(f"{k} {v:.3g}" for k, v in r.series.items() if isinstance(v, float))
         _print({"path": str(r.path), "method": r.method, **r.series}, as_json, f"wrote {r.path}" + (f" ({summary})" if summary else ""))
 

@@ -90,7 +90,7 @@ def pca_basis(
     if n > fit_rows:
         rows = np.sort(np.random.default_rng([seed, _PCA_STREAM]).choice(n, size=fit_rows, replace=False))
     m = n if rows is None else len(rows)
-    f = transform if transform is not None else (lambda b: np.asarray(b, dtype=np.float64))
+    f = transform if transform is not None else (lambda b: np.array(b, dtype=np.float64))  # a copy: centred in place
 
     def blocks():
         for s in range(0, m, block_rows):

@@ -793,14 +793,14 @@ def learn2mix_schedule(
         SGD step of the proxy; :func:`default_lr` by default.
     progress : callable(done_batches, total_batches), optional
         Called once before the first batch and after every batch.
-    labels : array of shape (n_samples,), optional
-        The proxy's targets, when they are not the groups (``--groups kmeans:C``, or
-        an npz ``groups`` array): the proxy learns the task's labels and its
-        per-sample losses are averaged per group. Default: the groups themselves.
     checkpoint : schedgen.checkpoint.Checkpoint, optional
         Resume from its saved state (epoch, batch, proxy weights, α and the
         trajectory so far; the batches themselves are re-derived) and save the state
         as the build goes. A resumed run gives the same bytes as an uninterrupted one.
+    labels : array of shape (n_samples,), optional
+        The proxy's targets, when they are not the groups (``--groups kmeans:C``, or
+        an npz ``groups`` array): the proxy learns the task's labels and its
+        per-sample losses are averaged per group. Default: the groups themselves.
 
     Returns
     -------

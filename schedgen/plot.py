@@ -50,7 +50,7 @@ def random_baseline_mmd2(schedule: Schedule, *, data_dir=None, seed: int = 0) ->
     """
     from .data import load_dataset
     from .features import FeatureSpec, prepare_features
-    from .kernels import kernel_from_params, row_sums
+    from .kernels import kernel_from_params, pinned_blas, row_sums
     from .evaluate import prefix_mmd2
 
     ds_attr = schedule.dataset
@@ -62,7 +62,8 @@ def random_baseline_mmd2(schedule: Schedule, *, data_dir=None, seed: int = 0) ->
         )
     p = schedule.params
     spec = FeatureSpec(pca=p.get("pca", 0), standardize=bool(p.get("standardize", False)), seed=int(p.get("seed", 0)))
-    X = prepare_features(ds, spec)
+    with pinned_blas():  # the features the build used, bit for bit
+        X = prepare_features(ds, spec)
     kernel = kernel_from_params({k: p[k] for k in ("kernel", "bandwidth", "degree", "coef0", "scale") if k in p})
     s_tot, _ = row_sums(kernel, X)
     order = np.random.default_rng([seed, BASELINE_STREAM]).permutation(ds.n_samples).astype(np.int64)
@@ -72,9 +73,13 @@ def random_baseline_mmd2(schedule: Schedule, *, data_dir=None, seed: int = 0) ->
 
 
 def plot_schedule(
-    path, out, *, data_dir=None, baseline: bool = True, seed: int = 0, overwrite: bool = True
+    path, out, *, data_dir=None, baseline: bool = True, seed: int | str = 0, overwrite: bool = True
 ) -> PlotResult:
-    """Draw ``path``'s schedule to the PNG ``out`` (written atomically)."""
+    """Draw ``path``'s schedule to the PNG ``out`` (written atomically). ``seed`` (of the
+    random baseline) may be text, as from the CLI."""
+    from .build import parse_int
+
+    seed = parse_int("seed", seed, minimum=0)
     s = read_schedule(path)
     out = Path(out)
     if out.exists() and not overwrite:

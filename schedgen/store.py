@@ -39,6 +39,7 @@ __all__ = [
     "is_remote",
     "atomic_directory",
     "read_attrs",
+    "check_format",
     "remove_orphans",
 ]
 
@@ -244,8 +245,9 @@ def atomic_directory(final: str | os.PathLike, *, replace: bool = False):
     """Context manager yielding a temporary sibling directory renamed to ``final`` on success.
 
     On any exception the temporary directory is removed and ``final`` is untouched.
-    With ``replace=True`` an existing ``final`` is swapped out (moved aside, then deleted)
-    only after the new one is complete.
+    With ``replace=True`` an existing ``final`` is replaced only after the new one is
+    complete, by one atomic exchange where the system has it (Linux ``renameat2``; else
+    moved aside, then the new one renamed in, then the old one deleted).
     """
     return _AtomicDir(Path(final), replace)
 
@@ -644,13 +646,7 @@ def read_schedule(path: str | os.PathLike, *, verify: bool = True) -> Schedule:
     where = str(path)
     group = _open_group(path)
     attrs = _read_attrs(group, where)
-    version = attrs.get("schedgen_format")
-    if version is None:
-        raise StoreError(f"{where} is not a schedgen schedule: attribute 'schedgen_format' is missing")
-    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
-        raise StoreError(
-            f"{where}: unsupported schedule format {_short(version)}; this schedgen reads format {FORMAT_VERSION}"
-        )
+    check_format(attrs, where)
     method = _attr(attrs, "method", str, where)
     params = _attr(attrs, "params", dict, where)
     dataset = _attr(attrs, "dataset", dict, where)
@@ -745,6 +741,18 @@ def read_schedule(path: str | os.PathLike, *, verify: bool = True) -> Schedule:
     )
     schedule.validate()
     return schedule
+
+
+def check_format(attrs: Mapping, where: str) -> None:
+    """Raise :class:`StoreError` unless ``attrs`` (a store's attributes) are of format
+    :data:`FORMAT_VERSION`: the other attributes of another format may mean something else."""
+    version = attrs.get("schedgen_format")
+    if version is None:
+        raise StoreError(f"{where} is not a schedgen schedule: attribute 'schedgen_format' is missing")
+    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+        raise StoreError(
+            f"{where}: unsupported schedule format {_short(version)}; this schedgen reads format {FORMAT_VERSION}"
+        )
 
 
 def read_attrs(path: str | os.PathLike) -> dict:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from numpy.testing import assert_allclose
 import pytest
 from typer.testing import CliRunner
 
@@ -51,6 +52,26 @@ def test_pca_matches_a_float64_svd_reference():
     for j in range(4):
         assert abs(abs(axes[:, j] @ ref[:, j]) - 1) < 1e-10
         assert axes[np.argmax(np.abs(axes[:, j])), j] > 0
+
+
+def test_pca_blocks_and_subsample_match_a_float64_reference():
+    """Several accumulation blocks and a seeded subsample (fit_rows < n): the mean and the
+    axes equal a float64 SVD of exactly the subsampled rows; the input is not modified."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(500, 12)) * np.linspace(4, 0.2, 12) + 3.0
+    before = X.copy()
+    mean, axes = pca_basis(X, 3, seed=7, fit_rows=200, block_rows=23)
+    assert X.tobytes() == before.tobytes()
+    rows = np.sort(np.random.default_rng([7, 0x504341]).choice(500, size=200, replace=False))
+    S = X[rows]
+    assert_allclose(mean, S.mean(0), rtol=0, atol=1e-12)
+    _, _, Vt = np.linalg.svd(S - S.mean(0), full_matrices=False)
+    for j in range(3):
+        assert abs(abs(axes[:, j] @ Vt[j]) - 1) < 1e-10
+    # a transform is applied to the rows before fitting
+    m2, a2 = pca_basis(X, 3, seed=7, fit_rows=200, block_rows=23, transform=lambda b: 2.0 * b)
+    assert_allclose(m2, 2 * mean, rtol=1e-12)
+    assert_allclose(np.abs(a2), np.abs(axes), rtol=0, atol=1e-9)
 
 
 def test_pca_default_and_determinism(tmp_path):

@@ -136,8 +136,6 @@ def test_failed_overwrite_keeps_the_old_store(tmp_path, monkeypatch):
 def test_overwrite_swaps_atomically(tmp_path, monkeypatch):
     """Replacing a store never leaves its path empty: the new store and the old one are
     exchanged in one step (renameat2), so the final path is never the source of a rename."""
-    import schedgen.store as store
-
     if not sys.platform.startswith("linux"):
         pytest.skip("atomic exchange is Linux-only")
     p = write_schedule(random_schedule(), tmp_path / "s.zarr")
