@@ -393,13 +393,16 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
     # place), so a readable one is the answer. A read that fails (damaged, or being
     # replaced by a --force build right now) is settled under the lock below.
     damaged: StoreError | None = None
-    # (A checkpoint beside a finished store is left by a build killed just after its
-    # write: the locked path below returns the hit and removes it.)
-    if not config.force and path.exists() and not checkpoint_path(path).parent.exists():
+    hit: BuildResult | None = None
+    if not config.force and path.exists():
         try:
-            return _cache_hit(path, t0)
+            hit = _cache_hit(path, t0)
         except StoreError as exc:
             damaged = exc
+        # A checkpoint beside a finished store was left by a build killed just after its
+        # write: the locked path below returns the hit and removes it.
+        if hit is not None and not checkpoint_path(path).parent.exists():
+            return hit
 
     with contextlib.ExitStack() as stack:
         try:
@@ -410,6 +413,8 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
         try:
             held = stack.enter_context(exclusive_lock(path, timeout=config.lock_timeout, on_wait=_waiting_message))
         except StoreError as exc:
+            if hit is not None:  # cannot lock (a read-only folder): the store is still good
+                return hit
             if damaged is not None and not isinstance(exc, LockTimeoutError):
                 # a damaged store in a read-only folder: the damage is the news
                 raise StoreError(f"{damaged} (the cached store is damaged; pass --force to rebuild it)") from None

@@ -19,7 +19,7 @@ import zarr.storage._local as zarr_local
 from typer.testing import CliRunner
 
 import schedgen.locks as locks
-from schedgen.build import BuildConfig, build
+from schedgen.build import BuildConfig, build, checkpoint_path
 from schedgen.errors import SchedgenError, StoreError
 from schedgen.store import Schedule, read_schedule, write_schedule
 from toys import toy_schedule
@@ -195,6 +195,11 @@ def test_read_only_directory_still_serves_its_cache(tmp_path, monkeypatch):
     """A finished store in a read-only directory is a cache hit: no lock is needed to read."""
     first = build(BuildConfig(dataset="digits", k=50, method="random", out_dir=tmp_path))
     _read_only_lock(monkeypatch)
+    again = build(BuildConfig(dataset="digits", k=50, method="random", out_dir=tmp_path))
+    assert again.cache_hit and again.digest == first.digest
+    # even with a stale checkpoint beside it, which only a writable folder lets us remove
+    checkpoint_path(first.path).parent.mkdir()
+    (checkpoint_path(first.path)).write_bytes(b"left by a killed build")
     again = build(BuildConfig(dataset="digits", k=50, method="random", out_dir=tmp_path))
     assert again.cache_hit and again.digest == first.digest
 
