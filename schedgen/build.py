@@ -29,7 +29,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint, code_digest
 from .data import Dataset, load_dataset
-from .errors import ParameterError, SchedgenError, StoreError
+from .errors import ParameterError, StoreError
 from .locks import DEFAULT_LOCK_TIMEOUT, LockOwner, LockTimeoutError, exclusive_lock
 from .store import FORMAT_VERSION, Schedule, read_schedule, remove_orphans, write_schedule
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import block_sums, gram, sq_norms, to_numpy
+from .kernels import block_sums, gram, sq_norms
 
 __all__ = ["prefix_mmd2"]
 

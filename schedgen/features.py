@@ -149,8 +149,10 @@ def prepare_features(dataset: Dataset, spec: FeatureSpec = FeatureSpec(), *, blo
         sd = np.sqrt(ss / X.shape[0])
         sd[sd == 0] = 1.0  # constant columns stay constant (zero) instead of dividing by 0
 
-        def f(B: np.ndarray) -> np.ndarray:
+        def standardized(B: np.ndarray) -> np.ndarray:
             return ((scaled(B) - mu) / sd).astype(np.float32).astype(np.float64)
+
+        f = standardized
 
     dim = spec.resolved_pca(X.shape[1])
     if dim == 0:

@@ -200,11 +200,10 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
         kernel, X, fingerprint=ds.fingerprint, feature_params=feature_params, cache_dir=cache_dir
     )
     start = load_state(checkpoint.load(), ds.n_samples, k, device) if checkpoint is not None else None
-    on_step = None
-    if checkpoint is not None:
-        def on_step(st):
-            if not st.done:  # the finished state is the store itself
-                checkpoint.maybe_save(lambda: save_state(st, device))
+
+    def on_step(st):
+        if checkpoint is not None and not st.done:  # the finished state is the store itself
+            checkpoint.maybe_save(lambda: save_state(st, device))
     state = mmd_schedule(
         X,
         k,

@@ -189,7 +189,6 @@ class BatchProblem:
             raise ParameterError("Z must be finite, got NaN or infinity")
         if not np.array_equal(Z, Z.T):
             raise ParameterError("Z must be exactly symmetric (Z == Z.T), got an asymmetric matrix")
-        n = Z.shape[0]
         K = Z.copy()
         np.fill_diagonal(K, kdiag)
         off = Z.copy()

@@ -13,7 +13,6 @@ import os
 import stat
 from pathlib import Path
 
-import numpy as np
 import pytest
 import zarr.storage._local as zarr_local
 from typer.testing import CliRunner

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from schedgen.build import BuildConfig, SchedgenWarning, build
-from schedgen.data import Dataset, load_dataset
+from schedgen.data import load_dataset
 from schedgen.errors import ParameterError
 from schedgen.evaluate import prefix_mmd2
 from schedgen.features import FeatureSpec, pca_basis, prepare_features
