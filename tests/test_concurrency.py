@@ -37,13 +37,22 @@ _BUILDER = textwrap.dedent(
     import schedgen.build as b
     from schedgen.data import load_dataset
 
-    out, marks, go, slow = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    out, marks, go, slow, peers = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
+    arrived = go + ".arrived"
     params_fn, run = b.METHODS["random"]
 
     def slowed(cfg, ds, k, progress, ctx):
         with open(marks, "a") as f:
             f.write(f"{os.getpid()}\\n")
         print("building", flush=True)
+        # Hold the lock until every peer has called build() (a loaded machine can delay a
+        # peer past a fixed sleep, and it would then find the store made and never wait).
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            with open(arrived) as f:
+                if len(f.read().split()) >= peers:
+                    break
+            time.sleep(0.01)
         time.sleep(slow)
         return run(cfg, ds, k, progress, ctx)
 
@@ -52,15 +61,17 @@ _BUILDER = textwrap.dedent(
     print("ready", flush=True)
     while not os.path.exists(go):
         time.sleep(0.002)
+    with open(arrived, "a") as f:
+        f.write(f"{os.getpid()}\\n")
     r = b.build(b.BuildConfig(dataset="digits", k=50, method="random", out_dir=out, lock_timeout=60))
     print(json.dumps(r.to_json()), flush=True)
     """
 )
 
 
-def _start(tmp_path: Path, slow: float) -> subprocess.Popen:
+def _start(tmp_path: Path, slow: float, peers: int = 1) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", _BUILDER, str(tmp_path / "out"), str(tmp_path / "marks"), str(tmp_path / "go"), str(slow)],
+        [sys.executable, "-c", _BUILDER, str(tmp_path / "out"), str(tmp_path / "marks"), str(tmp_path / "go"), str(slow), str(peers)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -78,7 +89,7 @@ def _runs(tmp_path: Path) -> list[str]:
 
 
 def test_two_processes_build_once(tmp_path):
-    procs = [_start(tmp_path, slow=1.0) for _ in range(2)]
+    procs = [_start(tmp_path, slow=1.0, peers=2) for _ in range(2)]
     for p in procs:
         _expect(p, "ready")
     (tmp_path / "go").touch()  # both call build() now
