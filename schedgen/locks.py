@@ -72,6 +72,9 @@ DEFAULT_LOCK_TIMEOUT = 24 * 3600.0
 #: Polling interval: starts small (a short build finishes quickly), grows to at most 1 s.
 _POLL_FIRST, _POLL_MAX = 0.02, 1.0
 
+#: Seconds a waiter waits for the holder's JSON before saying "an unknown process".
+_OWNER_GRACE = 2.0
+
 #: errnos meaning "this filesystem cannot flock", not "someone holds it".
 _NO_LOCKING = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
 
@@ -144,9 +147,10 @@ def _same_file(fd: int, path: Path) -> bool:
 
 def _write_owner(fd: int, target: Path) -> None:
     info = {"pid": os.getpid(), "hostname": socket.gethostname(), "started": time.time(), "target": str(target)}
+    data = json.dumps(info).encode()
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        os.pwrite(fd, data, 0)  # write, then cut: a reader never sees an empty file between
+        os.ftruncate(fd, len(data))
     except OSError:
         pass  # the JSON only feeds messages; a full disk must not stop a build here
 
@@ -184,7 +188,8 @@ def exclusive_lock(
     timeout : float or None, default :data:`DEFAULT_LOCK_TIMEOUT`
         Seconds to wait for another holder; None waits forever, 0 tries once.
     on_wait : callable(owner, lock_file), optional
-        Called once, when the lock is found held, before waiting.
+        Called once while waiting: as soon as the holder's JSON can be read, or with
+        None when it still cannot after ``_OWNER_GRACE`` seconds.
 
     Yields
     ------
@@ -209,6 +214,7 @@ def exclusive_lock(
     deadline = None if timeout is None else t0 + max(0.0, float(timeout))
     poll = _POLL_FIRST
     told = False
+    held_since: float | None = None
     while True:
         fd = _open_lock_file(lock, target)
         try:
@@ -225,9 +231,15 @@ def exclusive_lock(
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise StoreError(f"cannot lock {lock} to build {target}: {exc.strerror or exc}") from None
             if not told:
-                told = True
-                if on_wait is not None:
-                    on_wait(read_owner(lock), lock)
+                # The holder writes its JSON just after taking the flock: a waiter that
+                # arrives in between finds the file empty, so give the holder a moment.
+                owner = read_owner(lock)
+                if held_since is None:
+                    held_since = time.monotonic()
+                if owner is not None or time.monotonic() - held_since >= _OWNER_GRACE:
+                    told = True
+                    if on_wait is not None:
+                        on_wait(owner, lock)
             if deadline is not None and time.monotonic() >= deadline:
                 owner = read_owner(lock)
                 raise LockTimeoutError(

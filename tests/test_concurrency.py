@@ -131,9 +131,8 @@ def test_lock_of_a_killed_build_does_not_block(tmp_path):
     proc.stderr.close()
     assert lock.exists()  # the file outlives its holder; the flock did not
 
-    t0 = time.monotonic()
-    r = build(BuildConfig(dataset="digits", k=50, method="random", out_dir=out, lock_timeout=10))
-    assert time.monotonic() - t0 < 5
+    # lock timeout 0: a lock still held by the dead build would raise at once
+    r = build(BuildConfig(dataset="digits", k=50, method="random", out_dir=out, lock_timeout=0))
     assert not r.cache_hit and read_schedule(r.path).digest == r.digest
     assert sorted(p.name for p in out.iterdir() if p.name != ".cache") == [r.path.name]
 
@@ -314,3 +313,49 @@ def test_lock_on_a_deleted_file_is_retried(tmp_path, monkeypatch):
         with pytest.raises(LockTimeoutError):  # a newcomer must wait: we hold the visible file
             with exclusive_lock(target, timeout=0.1):
                 pass
+
+
+def test_waiter_names_a_holder_that_writes_its_json_late(tmp_path):
+    """The holder writes its JSON just after taking the flock. A waiter arriving in that
+    window finds an empty file: it must wait for the JSON before saying whom it waits for
+    (this race made the two-process test above fail under load)."""
+    import fcntl
+
+    target = tmp_path / "x.zarr"
+    lock = lock_path(target)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held, no JSON yet
+    told = []
+
+    def waiter():
+        with exclusive_lock(target, timeout=10, on_wait=lambda owner, path: told.append(owner)):
+            pass
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.3)
+    assert told == []  # not yet: the holder has not said who it is
+    os.pwrite(fd, json.dumps({"pid": 4242, "hostname": "h", "started": 1.0}).encode(), 0)
+    time.sleep(0.3)
+    assert [o.pid for o in told] == [4242]
+    os.unlink(lock)
+    os.close(fd)  # released
+    t.join(10)
+    assert not t.is_alive() and len(told) == 1
+
+
+def test_waiter_gives_up_on_a_holder_that_never_writes_its_json(tmp_path, monkeypatch):
+    import fcntl
+
+    import schedgen.locks as locks
+
+    monkeypatch.setattr(locks, "_OWNER_GRACE", 0.2)
+    target = tmp_path / "x.zarr"
+    fd = os.open(lock_path(target), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    told = []
+    with pytest.raises(LockTimeoutError, match="holder unknown"):
+        with exclusive_lock(target, timeout=0.6, on_wait=lambda owner, path: told.append(owner)):
+            pass
+    os.close(fd)
+    assert told == [None]
