@@ -317,6 +317,55 @@ METHODS: dict[str, tuple] = {
 }
 
 
+#: The options each method reads (besides dataset, split, k and seed). Any other
+#: method-specific option set away from its default is refused: silently ignoring
+#: ``--solver lp`` on a random build would hand the user a schedule they did not ask for.
+METHOD_OPTIONS: dict[str, frozenset] = {
+    "random": frozenset({"epochs"}),
+    "mmd": frozenset({"solver", "kernel", "bandwidth", "degree", "coef0", "paper_coefficients", "pca", "standardize"}),
+    "learn2mix": frozenset({"epochs", "mixing_rate", "groups", "batches_per_epoch", "pca", "standardize"}),
+}
+#: Kernel parameters, by kernel.
+KERNEL_OPTIONS: dict[str, frozenset] = {"rbf": frozenset({"bandwidth"}), "poly": frozenset({"degree", "coef0"})}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _is_default(config: BuildConfig, name: str) -> bool:
+    value, default = getattr(config, name), BuildConfig.__dataclass_fields__[name].default
+    if name == "bandwidth" and isinstance(value, str):
+        return value.strip().lower() == default
+    return value == default
+
+
+def check_options(config: BuildConfig) -> None:
+    """Refuse an option that the chosen method (or kernel) does not read.
+
+    Raises
+    ------
+    ParameterError
+        Naming the option, the methods (or kernel) it applies to and what was given.
+    """
+    used = METHOD_OPTIONS.get(config.method, frozenset())
+    for name in sorted(set().union(*METHOD_OPTIONS.values()) - used):
+        if not _is_default(config, name):
+            owners = " or ".join(f"--method {m}" for m in sorted(METHOD_OPTIONS) if name in METHOD_OPTIONS[m])
+            hint = " (an mmd schedule is one pass over the data; the sampler replays it every epoch)" \
+                if name == "epochs" and config.method == "mmd" else ""
+            raise ParameterError(
+                f"{_flag(name)} applies only to {owners}, got it with --method {config.method}{hint}"
+            )
+    if config.method == "mmd" and config.kernel in KERNEL_OPTIONS:
+        for kernel, names in sorted(KERNEL_OPTIONS.items()):
+            for name in sorted(names):
+                if kernel != config.kernel and not _is_default(config, name):
+                    raise ParameterError(
+                        f"{_flag(name)} applies only to --kernel {kernel}, got it with --kernel {config.kernel}"
+                    )
+
+
 # --------------------------------------------------------------------------- cache
 
 
@@ -373,6 +422,7 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
         batches_per_epoch=None if config.batches_per_epoch is None
         else parse_int("batches per epoch", config.batches_per_epoch, minimum=1),
     )
+    check_options(config)
     timeout = config.lock_timeout
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0

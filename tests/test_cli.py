@@ -188,6 +188,35 @@ def test_bad_numeric_build_options(tmp_path, args, needles):
     _nothing_written(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--method", "random", "--solver", "lp"], ["--solver applies only to --method mmd", "with --method random"]),
+        (["--method", "random", "--pca", "0"], ["--pca applies only to --method learn2mix or --method mmd"]),
+        (["--method", "mmd", "--epochs", "3"], ["--epochs applies only to", "with --method mmd", "replays it every epoch"]),
+        (["--method", "mmd", "--mixing-rate", "0.3"], ["--mixing-rate applies only to --method learn2mix"]),
+        (["--method", "mmd", "--groups", "kmeans:3"], ["--groups applies only to --method learn2mix"]),
+        (["--method", "mmd", "--batches-per-epoch", "4"], ["--batches-per-epoch applies only to --method learn2mix"]),
+        (["--method", "learn2mix", "--kernel", "poly"], ["--kernel applies only to --method mmd"]),
+        (["--method", "learn2mix", "--paper-coefficients"], ["--paper-coefficients applies only to --method mmd"]),
+        (["--kernel", "poly", "--bandwidth", "2"], ["--bandwidth applies only to --kernel rbf", "with --kernel poly"]),
+        (["--bandwidth", "2", "--coef0", "0.5"], ["--coef0 applies only to --kernel poly", "with --kernel rbf"]),
+    ],
+)
+def test_options_of_another_method_are_refused(tmp_path, args, needles):
+    r = run("build", "--out-dir", tmp_path, "--k", "50", *args)
+    _one_line_error(r, *needles)
+    _nothing_written(tmp_path)
+
+
+def test_default_values_of_other_methods_options_are_accepted(tmp_path):
+    """Options spelled out at their defaults shape nothing and are not refused."""
+    a = build_json(tmp_path, "--k", "50", "--method", "random", "--mixing-rate", "0.1", "--degree", "3",
+                   "--bandwidth", "MEDIAN")
+    b = build_json(tmp_path, "--k", "50", "--method", "random")
+    assert a["path"] == b["path"] and b["cache_hit"]
+
+
 def test_numeric_build_options_given_as_text(tmp_path):
     a = build_json(tmp_path, "--k", "50", "--method", "learn2mix", "--epochs", "2", "--seed", "3",
                    "--mixing-rate", "0.25", "--pca", "8")
