@@ -280,3 +280,24 @@ def test_list_reports_other_format(tmp_path, version, needle):
     assert needle in rows[0]["error"] and "method" not in rows[0]
     human = run("list", tmp_path)
     assert human.exit_code == 0 and f"{built['path']}  ERROR " in human.stdout and needle in human.stdout
+
+
+def test_progress_bar_shows_count_rate_and_eta_on_stderr(tmp_path):
+    r = run("build", "--out-dir", tmp_path, "--k", "50")
+    assert r.exit_code == 0, r.stderr
+    assert "29/29" in r.stderr and "batches/s" in r.stderr and "eta" in r.stderr
+    assert "batches/s" not in r.stdout  # stdout carries the result only
+    quiet = run("build", "--out-dir", tmp_path / "q", "--k", "50", "--quiet")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+@pytest.mark.parametrize("method, extra", [("mmd", {}), ("mmd", {"solver": "lp"}), ("learn2mix", {"epochs": 3})])
+def test_methods_report_progress_up_to_the_batch_count(tmp_path, method, extra):
+    from schedgen.build import BuildConfig, build
+
+    calls = []
+    r = build(BuildConfig(dataset="digits", k=50, method=method, out_dir=tmp_path, **extra),
+              progress=lambda done, total: calls.append((done, total)))
+    done = [d for d, _ in calls]
+    assert calls and {t for _, t in calls} == {r.n_batches}
+    assert done == sorted(done) and done[-1] == r.n_batches
