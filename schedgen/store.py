@@ -35,6 +35,7 @@ __all__ = [
     "schedule_digest",
     "array_digest",
     "write_schedule",
+    "Unchanged",
     "read_schedule",
     "is_remote",
     "atomic_directory",
@@ -54,8 +55,9 @@ _CHUNK = 1 << 20
 def schedule_digest(indices: np.ndarray, batch_offsets: np.ndarray) -> str:
     """Hex sha256 over the little-endian int64 bytes of ``indices`` then ``batch_offsets``."""
     h = hashlib.sha256()
-    h.update(np.ascontiguousarray(indices, dtype="<i8").tobytes())
-    h.update(np.ascontiguousarray(batch_offsets, dtype="<i8").tobytes())
+    # memoryview: no copy of arrays already contiguous little-endian int64
+    h.update(memoryview(np.ascontiguousarray(indices, dtype="<i8")).cast("B"))
+    h.update(memoryview(np.ascontiguousarray(batch_offsets, dtype="<i8")).cast("B"))
     return h.hexdigest()
 
 
@@ -367,7 +369,78 @@ def _codecs():
     return [zarr.codecs.ZstdCodec(level=3, checksum=True)]
 
 
-def _write_group(schedule: Schedule, path: Path) -> None:
+@dataclass(frozen=True)
+class Unchanged:
+    """What a caller rewriting a store knows about the store it replaces.
+
+    The promise: *if* the store now at the path has digest ``digest``, then for each
+    name in ``prefix`` the first ``prefix[name]`` elements of its array equal those of
+    the new schedule's array. :func:`write_schedule` then hard-links the whole chunks
+    inside those prefixes from the old store instead of compressing them again (the
+    bytes are the same: the codecs are deterministic), so appending to a long store
+    costs the new part only. Anything it cannot confirm (another digest, other array
+    metadata, a missing chunk file, a filesystem without hard links) is simply written.
+    """
+
+    digest: str
+    prefix: Mapping[str, int]
+
+
+def _json_file(path: Path) -> Any:
+    """The JSON of a small regular file, or None (absent, a link, too large, not JSON)."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > (1 << 20):
+            return None
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _linkable(final: Path, unchanged: Unchanged | None) -> Mapping[str, int]:
+    """The prefixes of ``unchanged`` if the store at ``final`` is the one it describes, else {}."""
+    if unchanged is None:
+        return {}
+    meta = _json_file(final / "zarr.json")
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    if not isinstance(attrs, dict) or attrs.get("digest") != unchanged.digest:
+        return {}
+    return unchanged.prefix
+
+
+_hard_link = os.link  # a seam for the tests (zarr's own writes use os.link too)
+
+
+def _link_chunks(old: Path, new: Path, n_elements: int, chunk: int) -> int:
+    """Hard-link the chunk files of ``old`` (an array's directory) holding its first
+    ``n_elements`` elements, whole chunks only, into ``new``, whose metadata must match.
+    Returns how many elements are now covered (a multiple of ``chunk``)."""
+    meta_old, meta_new = _json_file(old / "zarr.json"), _json_file(new / "zarr.json")
+    if not isinstance(meta_old, dict) or not isinstance(meta_new, dict):
+        return 0
+    shape_old = meta_old.pop("shape", None)
+    meta_new.pop("shape", None)
+    if meta_old != meta_new or not (isinstance(shape_old, list) and len(shape_old) == 1):
+        return 0
+    if not isinstance(shape_old[0], int):
+        return 0
+    n_chunks = min(n_elements, shape_old[0]) // chunk
+    done = 0
+    for c in range(n_chunks):
+        src, dst = old / "c" / str(c), new / "c" / str(c)
+        try:
+            if not stat.S_ISREG(os.lstat(src).st_mode):
+                break
+            dst.parent.mkdir(exist_ok=True)
+            _hard_link(src, dst)
+        except OSError:  # absent (an all-fill chunk), or no hard links here: written instead
+            break
+        done += 1
+    return done * chunk
+
+
+def _write_group(schedule: Schedule, path: Path, *, old: Path | None = None,
+                 prefix: Mapping[str, int] | None = None) -> None:
     import zarr
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
@@ -381,22 +454,33 @@ def _write_group(schedule: Schedule, path: Path) -> None:
     for name, a in arrays.items():
         a = np.ascontiguousarray(a)
         chunks = (max(1, min(len(a), _CHUNK)),) + a.shape[1:] if a.ndim else ()
-        group.create_array(name, data=a, chunks=chunks, compressors=_codecs())
+        n_same = (prefix or {}).get(name, 0)
+        if old is not None and a.ndim == 1 and n_same >= chunks[0]:
+            arr = group.create_array(name, shape=a.shape, dtype=a.dtype, chunks=chunks, compressors=_codecs())
+            start = _link_chunks(old / name, path / name, min(n_same, len(a)), chunks[0])
+            if start < len(a):
+                arr[start:] = a[start:]
+        else:
+            group.create_array(name, data=a, chunks=chunks, compressors=_codecs())
     # Attributes last: a reader that sees the digest sees complete arrays.
     group.attrs.update(schedule.attrs())
 
 
-def write_schedule(schedule: Schedule, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def write_schedule(schedule: Schedule, path: str | os.PathLike, *, overwrite: bool = False,
+                   unchanged: Unchanged | None = None) -> Path:
     """Validate ``schedule`` and write it atomically to ``path`` (a ``.zarr`` directory).
 
     Returns the final path. On any failure (including disk full) nothing is left
     under ``path``; an existing store there is kept unless ``overwrite`` is true.
+    With ``overwrite`` and ``unchanged`` (see :class:`Unchanged`), the chunks the
+    old store shares with the new one are hard-linked rather than written again.
     """
     schedule.validate()
     final = Path(path)
     try:
         with atomic_directory(final, replace=overwrite) as tmp:
-            _write_group(schedule, tmp)
+            prefix = _linkable(final, unchanged) if overwrite else {}
+            _write_group(schedule, tmp, old=final if prefix else None, prefix=prefix)
     except StoreError:
         raise
     except OSError as exc:

@@ -64,7 +64,7 @@ from torch.utils.data import Sampler
 
 from .errors import ParameterError, SchedgenError
 from .learn2mix import Learn2MixPlanner, class_mean_losses, update_alpha
-from .store import Schedule, is_remote, read_attrs, read_schedule, schedule_digest, write_schedule
+from .store import Schedule, Unchanged, is_remote, read_attrs, read_schedule, schedule_digest, write_schedule
 
 __all__ = ["Learn2MixBatchSampler", "ScheduleBatchSampler"]
 
@@ -480,7 +480,10 @@ class Learn2MixBatchSampler(Sampler[list[int]]):
     * in :meth:`update`, before it returns: epochs ``0..e`` with row e of
       ``class_losses`` set to the losses just given.
 
-    A rewrite that would not change the store is skipped. Every recorded epoch
+    A rewrite that would not change the store is skipped, and one that adds an
+    epoch hard-links the old store's whole chunks of the epochs already recorded
+    instead of compressing them again (see :class:`~schedgen.store.Unchanged`), so a
+    write costs about the new epoch, not the whole run. Every recorded epoch
     holds all its ``batches_per_epoch`` batches, also those not handed out yet
     (they are fixed by α_e). The store has method ``"learn2mix"``, params
     ``seed``, ``mixing_rate``, ``k``, ``batches_per_epoch``, ``n_classes`` and
@@ -558,8 +561,9 @@ class Learn2MixBatchSampler(Sampler[list[int]]):
         self._pos = 0
         self._live: object | None = None
         self._matrices: dict[int, np.ndarray] = {}
-        # (n_epochs, n_losses) of the last store this object wrote.
+        # (n_epochs, n_losses) of the last store this object wrote, and its digest.
         self._recorded: tuple[int, int] | None = None
+        self._recorded_digest: str | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -742,8 +746,16 @@ class Learn2MixBatchSampler(Sampler[list[int]]):
         key = (n_epochs, len(self._losses))
         if key == self._recorded:
             return
-        write_schedule(self._schedule(n_epochs), self.record_to, overwrite=True)
-        self._recorded = key
+        schedule = self._schedule(n_epochs)
+        unchanged = None
+        if self._recorded is not None and self._recorded_digest is not None:
+            # Epochs already recorded never change (epoch e is fixed by α_e): the old
+            # store's chunks holding them are linked, not compressed again.
+            same = min(self._recorded[0], n_epochs)
+            B, k = self.planner.batches_per_epoch, self.planner.k
+            unchanged = Unchanged(self._recorded_digest, {"indices": same * B * k, "batch_offsets": same * B + 1})
+        write_schedule(schedule, self.record_to, overwrite=True, unchanged=unchanged)
+        self._recorded, self._recorded_digest = key, schedule.digest
 
     # ------------------------------------------------------------------ state
 
@@ -851,7 +863,8 @@ class Learn2MixBatchSampler(Sampler[list[int]]):
         self._pos = yielded
         self._live = None
         self._matrices = {}
-        self._recorded = None  # the next write point rewrites the store from this state
+        # the next write point rewrites the store from this state
+        self._recorded, self._recorded_digest = None, None
 
     def __repr__(self) -> str:
         p = self.planner

@@ -106,7 +106,7 @@ def test_refuses_to_overwrite_without_flag(tmp_path):
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     import schedgen.store as store
 
-    def boom(schedule, path):
+    def boom(schedule, path, **kw):
         (Path(path) / "zarr.json").parent.mkdir(parents=True, exist_ok=True)
         (Path(path) / "zarr.json").write_text("{}")
         raise OSError(28, "No space left on device")
@@ -123,7 +123,7 @@ def test_failed_overwrite_keeps_the_old_store(tmp_path, monkeypatch):
     s = random_schedule()
     p = write_schedule(s, tmp_path / "s.zarr")
 
-    def boom(schedule, path):
+    def boom(schedule, path, **kw):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(store, "_write_group", boom)
@@ -194,14 +194,14 @@ _SLOW_WRITER = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from test_store import random_schedule
     orig = store._write_group
-    def slow(schedule, path):
+    def slow(schedule, path, **kw):
         import zarr
         print("writing", flush=True)
         g = zarr.open_group(str(path), mode="w")
         for name in ("a", "b", "c", "d", "e", "f"):
             g.create_array(name, data=np.arange(1000))
             time.sleep(0.05)
-        orig(schedule, path)
+        orig(schedule, path, **kw)
     store._write_group = slow
     store.write_schedule(random_schedule(n=20000, k=7), {final!r})
     print("done", flush=True)
@@ -369,3 +369,85 @@ def test_schedule_without_n_samples_is_a_store_error(tmp_path):
     bad = Schedule(s.indices, s.batch_offsets, s.epoch_offsets, "random", {}, {"name": "x"}, 10)
     with pytest.raises(StoreError, match="n_samples"):
         write_schedule(bad, tmp_path / "s.zarr")
+
+
+# --------------------------------------------------------------------------- appends
+
+
+def _tree(root: Path) -> dict:
+    """Relative path -> bytes of every file under ``root``."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _inodes(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.stat().st_ino for p in root.rglob("c/*") if p.is_file()}
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    import schedgen.store as store
+
+    monkeypatch.setattr(store, "_CHUNK", 64)  # 103-sample epochs span several chunks
+    return 64
+
+
+def _grown(epochs_before=2, epochs_after=5):
+    """A store's schedule, and the same run some epochs later (its prefix unchanged)."""
+    from schedgen.store import Unchanged
+
+    old = random_schedule(epochs=epochs_before, extras=False)
+    new = random_schedule(epochs=epochs_after, extras=False)
+    assert np.array_equal(new.indices[: len(old.indices)], old.indices)
+    promise = Unchanged(old.digest, {"indices": len(old.indices), "batch_offsets": len(old.batch_offsets)})
+    return old, new, promise
+
+
+def test_append_links_the_unchanged_chunks_and_writes_the_same_bytes(tmp_path, small_chunks):
+    old, new, promise = _grown()
+    p = write_schedule(old, tmp_path / "run.zarr")
+    before = _inodes(p)
+    write_schedule(new, p, overwrite=True, unchanged=promise)
+    fresh = write_schedule(new, tmp_path / "fresh.zarr")
+    assert _tree(p) == _tree(fresh)  # byte for byte what a full write gives
+    after = _inodes(p)
+    # every whole chunk of the old indices (206 elements: chunks 0..2) is the old file
+    linked = {f"indices/c/{c}" for c in range(len(old.indices) // small_chunks)}
+    assert linked and all(after[f] == before[f] for f in linked)
+    assert after["indices/c/3"] != before["indices/c/3"]  # the old partial chunk was rewritten
+    assert read_schedule(p).digest == new.digest
+
+
+@pytest.mark.parametrize("why", ["another digest", "no hard links", "other chunks"])
+def test_append_writes_everything_when_it_cannot_confirm_the_old_store(tmp_path, small_chunks, monkeypatch, why):
+    import dataclasses
+
+    import schedgen.store as store
+
+    old, new, promise = _grown()
+    p = write_schedule(old, tmp_path / "run.zarr")
+    before = _inodes(p)
+    if why == "another digest":
+        promise = dataclasses.replace(promise, digest="0" * 64)
+    elif why == "no hard links":
+        def no_link(src, dst):
+            raise OSError(1, "Operation not permitted")
+        monkeypatch.setattr(store, "_hard_link", no_link)
+    else:
+        monkeypatch.setattr(store, "_CHUNK", 32)  # the old store's chunks are of 64
+    write_schedule(new, p, overwrite=True, unchanged=promise)
+    assert not set(before.values()) & set(_inodes(p).values())
+    assert _tree(p) == _tree(write_schedule(new, tmp_path / "fresh.zarr"))
+    assert read_schedule(p).digest == new.digest
+
+
+def test_a_broken_append_promise_is_caught_on_read(tmp_path, small_chunks):
+    """A caller whose "unchanged" prefix did change gets a store that fails its digest
+    check: the linked chunks hold the old indices, never silently replayed."""
+    from schedgen.store import Unchanged
+
+    old = random_schedule(epochs=2, seed=0, extras=False)
+    new = random_schedule(epochs=3, seed=1, extras=False)  # another prefix
+    p = write_schedule(old, tmp_path / "run.zarr")
+    write_schedule(new, p, overwrite=True, unchanged=Unchanged(old.digest, {"indices": len(old.indices)}))
+    with pytest.raises(StoreError, match="digest"):
+        read_schedule(p)

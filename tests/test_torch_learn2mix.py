@@ -239,9 +239,9 @@ def count_writes(monkeypatch):
     """Count the stores written by the sampler (each a whole, atomic write_schedule)."""
     calls = []
 
-    def counting(schedule, path, *, overwrite=False):
+    def counting(schedule, path, **kw):
         calls.append((schedule.n_epochs, int(np.isnan(schedule.epoch_arrays["class_losses"]).any(axis=1).sum())))
-        return write_schedule(schedule, path, overwrite=overwrite)
+        return write_schedule(schedule, path, **kw)
 
     monkeypatch.setattr(schedgen.torch, "write_schedule", counting)
     return calls
@@ -348,8 +348,8 @@ def test_a_failed_write_keeps_the_previous_store_and_update_can_be_retried(tmp_p
     list(sampler)
     real = schedgen.store._write_group
 
-    def disk_full(schedule, where):
-        real(schedule, where)  # a complete temporary store, then the failure
+    def disk_full(schedule, where, **kw):
+        real(schedule, where, **kw)  # a complete temporary store, then the failure
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(schedgen.store, "_write_group", disk_full)
@@ -657,3 +657,45 @@ def test_state_not_a_mapping_or_missing_keys():
         make().load_state_dict([])
     with pytest.raises(ParameterError, match=r"missing \['alpha', 'losses', .*a Learn2MixBatchSampler state\?"):
         make().load_state_dict({"epoch": 0, "yielded": 0})  # e.g. a ScheduleBatchSampler state
+
+
+def test_each_write_of_a_long_record_links_the_epochs_already_recorded(tmp_path, monkeypatch):
+    """With chunks of 16 indices (an epoch is 42), a write after the first hard-links the
+    old store's whole chunks, and the store is still, byte for byte, a fresh write of
+    the record; also after a resume (whose first write is a whole one)."""
+    from pathlib import Path
+
+    monkeypatch.setattr(schedgen.store, "_CHUNK", 16)
+    real, links = schedgen.store._hard_link, []
+
+    def counting(src, dst):
+        links.append(Path(dst).parent.parent.name)
+        real(src, dst)
+
+    monkeypatch.setattr(schedgen.store, "_hard_link", counting)
+
+    def tree(root):
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    path = tmp_path / "run.zarr"
+    sampler = make(record_to=path)
+    per_write = []
+    for e in range(6):
+        if e == 3:  # a resume mid-run: the record goes on from the loaded state
+            sd = sampler.state_dict()
+            sampler = make(record_to=path)
+            sampler.load_state_dict(sd)
+        for _ in sampler:
+            pass
+        n = len(links)
+        sampler.update(losses_for(e))
+        per_write.append(len(links) - n)
+        fresh = write_schedule(sampler.to_schedule(), tmp_path / f"fresh-{e}.zarr")
+        assert tree(path) == tree(fresh), e
+    assert read_schedule(path).n_epochs == 6
+    assert set(links) == {"indices", "batch_offsets"}
+    # update e rewrites epochs 0..e, all recorded at the epoch's first batch: the whole
+    # chunks of 42(e+1) indices, and of 7(e+1)+1 offsets (one chunk of 8 and 15, as long
+    # as the old one; of 22: one whole chunk of 16)
+    assert per_write[:3] == [2 + 1, 5 + 1, 7 + 1]
+    assert all(w > 0 for w in per_write)

@@ -1,0 +1,107 @@
+"""Cost of recording an online learn2mix run: seconds each epoch spends writing the store.
+
+``Learn2MixBatchSampler(..., record_to=PATH)`` writes the store twice an epoch (when
+the epoch's first batch is handed out, and in ``update``), each time atomically (a
+temporary sibling swapped into place). This script runs the sampler alone (no model,
+no data loading: the figures are the recording's own cost) over many epochs with
+seeded positive class losses and reports, at a few epochs, the seconds of those two
+writes and the size of the store, next to the same run without ``record_to``.
+
+Run::
+
+    python benchmarks/record_overhead.py                  # N=50,000, 10 classes, k=128, 100 epochs
+    python benchmarks/record_overhead.py --epochs 20      # quick
+
+Writes ``benchmarks/results/record_overhead.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from schedgen.store import read_schedule
+from schedgen.torch import Learn2MixBatchSampler
+
+RESULTS = Path(__file__).resolve().parent / "results" / "record_overhead.json"
+
+
+def du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def run(labels: np.ndarray, k: int, epochs: int, record_to: Path | None, report: set[int]) -> dict:
+    """Seconds per epoch spent in the sampler's write points, at the epochs in ``report``."""
+    rng = np.random.default_rng([0, 1])
+    C = int(labels.max()) + 1
+    s = Learn2MixBatchSampler(labels, k, mixing_rate=0.1, seed=0, record_to=record_to)
+    rows = {}
+    for e in range(epochs):
+        it = iter(s)
+        t0 = time.perf_counter()
+        next(it)  # the first batch: the epoch joins the record (write 1)
+        t_first = time.perf_counter() - t0
+        for _ in it:
+            pass
+        losses = rng.uniform(0.5, 2.0, C)
+        t0 = time.perf_counter()
+        s.update(losses)  # write 2
+        t_update = time.perf_counter() - t0
+        if e + 1 in report:
+            rows[e + 1] = {"first_batch_s": t_first, "update_s": t_update,
+                           "store_bytes": du(record_to) if record_to else 0}
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=50_000)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--k", type=int, default=128)
+    ap.add_argument("--epochs", type=int, default=100)
+    args = ap.parse_args()
+
+    labels = np.random.default_rng([0, 0]).integers(0, args.classes, args.n)
+    report = {e for e in (1, 10, 25, 50, 100, 200, 500) if e <= args.epochs} | {args.epochs}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "run.zarr"
+        t0 = time.perf_counter()
+        rec = run(labels, args.k, args.epochs, path, report)
+        total_rec = time.perf_counter() - t0
+        sched = read_schedule(path)  # the record is a valid store of every epoch
+        assert sched.n_epochs == args.epochs
+        t0 = time.perf_counter()
+        bare = run(labels, args.k, args.epochs, None, report)
+        total_bare = time.perf_counter() - t0
+
+    print(f"N={args.n:,}, {args.classes} classes, k={args.k}, {sched.n_batches // args.epochs} batches/epoch, "
+          f"{args.epochs} epochs; {os.cpu_count()} cores")
+    print(f"{'epoch':>6} {'write at 1st batch (s)':>23} {'write in update (s)':>20} {'per epoch (s)':>14} "
+          f"{'store (MB)':>11}")
+    for e in sorted(rec):
+        r = rec[e]
+        print(f"{e:>6} {r['first_batch_s']:>23.3f} {r['update_s']:>20.3f} "
+              f"{r['first_batch_s'] + r['update_s']:>14.3f} {r['store_bytes'] / 1e6:>11.1f}")
+    print(f"whole run: {total_rec:.1f} s recorded, {total_bare:.1f} s without record_to "
+          f"(recording {total_rec - total_bare:.1f} s, {(total_rec - total_bare) / args.epochs:.3f} s/epoch on average)")
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "args": vars(args),
+        "recorded": {str(e): r for e, r in sorted(rec.items())},
+        "total_recorded_s": total_rec,
+        "total_bare_s": total_bare,
+    }, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
