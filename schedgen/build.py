@@ -334,10 +334,21 @@ def _flag(name: str) -> str:
 
 
 def _is_default(config: BuildConfig, name: str) -> bool:
+    """True when option ``name`` is unset or spelled out at its default value."""
     value, default = getattr(config, name), BuildConfig.__dataclass_fields__[name].default
     if name == "bandwidth" and isinstance(value, str):
         return value.strip().lower() == default
+    if name == "solver" and value is not None:
+        from .solvers import DEFAULT_SOLVER
+
+        return value == DEFAULT_SOLVER
     return value == default
+
+
+def _given(config: BuildConfig, name: str) -> str:
+    """``--name value`` as the user set it, marked when it is the default they did not type."""
+    value = getattr(config, name)
+    return f"--{name} {value}" + (" (the default)" if _is_default(config, name) else "")
 
 
 def check_options(config: BuildConfig) -> None:
@@ -352,17 +363,17 @@ def check_options(config: BuildConfig) -> None:
     for name in sorted(set().union(*METHOD_OPTIONS.values()) - used):
         if not _is_default(config, name):
             owners = " or ".join(f"--method {m}" for m in sorted(METHOD_OPTIONS) if name in METHOD_OPTIONS[m])
-            hint = " (an mmd schedule is one pass over the data; the sampler replays it every epoch)" \
+            hint = "; an mmd schedule is one pass over the data, the sampler replays it every epoch" \
                 if name == "epochs" and config.method == "mmd" else ""
             raise ParameterError(
-                f"{_flag(name)} applies only to {owners}, got it with --method {config.method}{hint}"
+                f"{_flag(name)} applies only to {owners}, got it with {_given(config, 'method')}{hint}"
             )
     if config.method == "mmd" and config.kernel in KERNEL_OPTIONS:
         for kernel, names in sorted(KERNEL_OPTIONS.items()):
             for name in sorted(names):
                 if kernel != config.kernel and not _is_default(config, name):
                     raise ParameterError(
-                        f"{_flag(name)} applies only to --kernel {kernel}, got it with --kernel {config.kernel}"
+                        f"{_flag(name)} applies only to --kernel {kernel}, got it with {_given(config, 'kernel')}"
                     )
 
 

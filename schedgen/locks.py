@@ -189,7 +189,8 @@ def exclusive_lock(
         Seconds to wait for another holder; None waits forever, 0 tries once.
     on_wait : callable(owner, lock_file), optional
         Called once while waiting: as soon as the holder's JSON can be read, or with
-        None when it still cannot after ``_OWNER_GRACE`` seconds.
+        None when it still cannot after ``_OWNER_GRACE`` seconds (not at all when the
+        timeout comes first; the timeout's message then names the holder if it can).
 
     Yields
     ------

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import StoreError
+from .errors import ParameterError, StoreError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -380,42 +380,70 @@ class Unchanged:
     bytes are the same: the codecs are deterministic), so appending to a long store
     costs the new part only. Anything it cannot confirm (another digest, other array
     metadata, a missing chunk file, a filesystem without hard links) is simply written.
+
+    Linked chunk files are shared with the old store until it is removed, which is
+    safe because no schedgen writer changes a store's files in place (zarr 3 writes a
+    chunk to a temporary file and renames it). A chunk damaged on disk is linked
+    forward as it is; the read-side checksum and digest then reject the store.
     """
 
     digest: str
     prefix: Mapping[str, int]
 
+    def __post_init__(self) -> None:
+        import operator
 
-def _json_file(path: Path) -> Any:
-    """The JSON of a small regular file, or None (absent, a link, too large, not JSON)."""
+        try:
+            clean = {str(k): operator.index(v) for k, v in dict(self.prefix).items()}
+        except TypeError:
+            raise ParameterError(f"Unchanged.prefix must map array names to integers, got {self.prefix!r}") from None
+        if any(v < 0 for v in clean.values()):
+            raise ParameterError(f"Unchanged.prefix lengths must be >= 0, got {clean}")
+        object.__setattr__(self, "prefix", clean)
+
+
+def _json_at(dir_fd: int | None, rel: str) -> Any:
+    """The JSON of a small regular file at ``rel`` under ``dir_fd`` (None: the working
+    directory), or None."""
     try:
-        st = os.lstat(path)
+        st = os.stat(rel, dir_fd=dir_fd, follow_symlinks=False)
         if not stat.S_ISREG(st.st_mode) or st.st_size > (1 << 20):
             return None
-        return json.loads(path.read_bytes())
+        fd = os.open(rel, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0), dir_fd=dir_fd)
+        with os.fdopen(fd, "rb") as f:
+            return json.loads(f.read(1 << 20))
     except (OSError, ValueError):
         return None
 
 
-def _linkable(final: Path, unchanged: Unchanged | None) -> Mapping[str, int]:
-    """The prefixes of ``unchanged`` if the store at ``final`` is the one it describes, else {}."""
-    if unchanged is None:
-        return {}
-    meta = _json_file(final / "zarr.json")
+def _open_linkable(final: Path, unchanged: Unchanged | None) -> int | None:
+    """A descriptor of the store directory at ``final`` if it is the one ``unchanged``
+    describes, else None. Reading and linking through this one descriptor means that
+    a store swapped in at ``final`` meanwhile is never mixed in: the chunks come from
+    the directory whose digest was checked (or, if it is gone, are written)."""
+    if unchanged is None or not unchanged.prefix or os.link not in os.supports_dir_fd:
+        return None
+    try:
+        fd = os.open(final, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    meta = _json_at(fd, "zarr.json")
     attrs = meta.get("attributes") if isinstance(meta, dict) else None
-    if not isinstance(attrs, dict) or attrs.get("digest") != unchanged.digest:
-        return {}
-    return unchanged.prefix
+    if isinstance(attrs, dict) and attrs.get("digest") == unchanged.digest:
+        return fd
+    os.close(fd)
+    return None
 
 
-_hard_link = os.link  # a seam for the tests (zarr's own writes use os.link too)
+_hard_link = os.link  # a seam for the tests
 
 
-def _link_chunks(old: Path, new: Path, n_elements: int, chunk: int) -> int:
-    """Hard-link the chunk files of ``old`` (an array's directory) holding its first
-    ``n_elements`` elements, whole chunks only, into ``new``, whose metadata must match.
+def _link_chunks(old_fd: int, name: str, new: Path, n_elements: int, chunk: int) -> int:
+    """Hard-link the chunk files of array ``name`` of the old store (directory
+    ``old_fd``) holding its first ``n_elements`` elements, whole chunks only, into the
+    array directory ``new``, whose metadata must be the same but for the shape.
     Returns how many elements are now covered (a multiple of ``chunk``)."""
-    meta_old, meta_new = _json_file(old / "zarr.json"), _json_file(new / "zarr.json")
+    meta_old, meta_new = _json_at(old_fd, f"{name}/zarr.json"), _json_at(None, str(new / "zarr.json"))
     if not isinstance(meta_old, dict) or not isinstance(meta_new, dict):
         return 0
     shape_old = meta_old.pop("shape", None)
@@ -424,22 +452,21 @@ def _link_chunks(old: Path, new: Path, n_elements: int, chunk: int) -> int:
         return 0
     if not isinstance(shape_old[0], int):
         return 0
-    n_chunks = min(n_elements, shape_old[0]) // chunk
     done = 0
-    for c in range(n_chunks):
-        src, dst = old / "c" / str(c), new / "c" / str(c)
+    for c in range(min(n_elements, shape_old[0]) // chunk):
+        src, dst = f"{name}/c/{c}", new / "c" / str(c)
         try:
-            if not stat.S_ISREG(os.lstat(src).st_mode):
+            if not stat.S_ISREG(os.stat(src, dir_fd=old_fd, follow_symlinks=False).st_mode):
                 break
             dst.parent.mkdir(exist_ok=True)
-            _hard_link(src, dst)
+            _hard_link(src, dst, src_dir_fd=old_fd, follow_symlinks=False)
         except OSError:  # absent (an all-fill chunk), or no hard links here: written instead
             break
         done += 1
     return done * chunk
 
 
-def _write_group(schedule: Schedule, path: Path, *, old: Path | None = None,
+def _write_group(schedule: Schedule, path: Path, *, old_fd: int | None = None,
                  prefix: Mapping[str, int] | None = None) -> None:
     import zarr
 
@@ -455,9 +482,9 @@ def _write_group(schedule: Schedule, path: Path, *, old: Path | None = None,
         a = np.ascontiguousarray(a)
         chunks = (max(1, min(len(a), _CHUNK)),) + a.shape[1:] if a.ndim else ()
         n_same = (prefix or {}).get(name, 0)
-        if old is not None and a.ndim == 1 and n_same >= chunks[0]:
+        if old_fd is not None and a.ndim == 1 and n_same >= chunks[0]:
             arr = group.create_array(name, shape=a.shape, dtype=a.dtype, chunks=chunks, compressors=_codecs())
-            start = _link_chunks(old / name, path / name, min(n_same, len(a)), chunks[0])
+            start = _link_chunks(old_fd, name, path / name, min(n_same, len(a)), chunks[0])
             if start < len(a):
                 arr[start:] = a[start:]
         else:
@@ -477,14 +504,18 @@ def write_schedule(schedule: Schedule, path: str | os.PathLike, *, overwrite: bo
     """
     schedule.validate()
     final = Path(path)
+    old_fd = None
     try:
         with atomic_directory(final, replace=overwrite) as tmp:
-            prefix = _linkable(final, unchanged) if overwrite else {}
-            _write_group(schedule, tmp, old=final if prefix else None, prefix=prefix)
+            old_fd = _open_linkable(final, unchanged) if overwrite else None
+            _write_group(schedule, tmp, old_fd=old_fd, prefix=unchanged.prefix if old_fd is not None else None)
     except StoreError:
         raise
     except OSError as exc:
         raise StoreError(f"cannot write the schedule to {final}: {exc.strerror or exc}") from None
+    finally:
+        if old_fd is not None:
+            os.close(old_fd)
     return final
 
 

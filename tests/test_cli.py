@@ -213,8 +213,17 @@ def test_default_values_of_other_methods_options_are_accepted(tmp_path):
     """Options spelled out at their defaults shape nothing and are not refused."""
     a = build_json(tmp_path, "--k", "50", "--method", "random", "--mixing-rate", "0.1", "--degree", "3",
                    "--bandwidth", "MEDIAN")
-    b = build_json(tmp_path, "--k", "50", "--method", "random")
-    assert a["path"] == b["path"] and b["cache_hit"]
+    b = build_json(tmp_path, "--k", "50", "--method", "random", "--solver", "swap")  # mmd's default solver
+    c = build_json(tmp_path, "--k", "50", "--method", "random")
+    assert a["path"] == b["path"] == c["path"] and b["cache_hit"] and c["cache_hit"]
+
+
+def test_refusals_say_when_the_method_or_kernel_was_the_default(tmp_path):
+    _one_line_error(run("build", "--out-dir", tmp_path, "--k", "50", "--epochs", "3"),
+                    "got it with --method mmd (the default)")
+    _one_line_error(run("build", "--out-dir", tmp_path, "--k", "50", "--degree", "4"),
+                    "--degree applies only to --kernel poly, got it with --kernel rbf (the default)")
+    _nothing_written(tmp_path)
 
 
 def test_numeric_build_options_given_as_text(tmp_path):

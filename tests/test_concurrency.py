@@ -315,12 +315,22 @@ def test_lock_on_a_deleted_file_is_retried(tmp_path, monkeypatch):
                 pass
 
 
-def test_waiter_names_a_holder_that_writes_its_json_late(tmp_path):
+def _wait_for(cond, timeout=30.0):
+    t0 = time.monotonic()
+    while not cond() and time.monotonic() - t0 < timeout:
+        time.sleep(0.01)
+    return cond()
+
+
+def test_waiter_names_a_holder_that_writes_its_json_late(tmp_path, monkeypatch):
     """The holder writes its JSON just after taking the flock. A waiter arriving in that
     window finds an empty file: it must wait for the JSON before saying whom it waits for
     (this race made the two-process test above fail under load)."""
     import fcntl
 
+    import schedgen.locks as locks
+
+    monkeypatch.setattr(locks, "_OWNER_GRACE", 60.0)  # a loaded machine cannot outlast it
     target = tmp_path / "x.zarr"
     lock = lock_path(target)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT)
@@ -331,12 +341,15 @@ def test_waiter_names_a_holder_that_writes_its_json_late(tmp_path):
         with exclusive_lock(target, timeout=10, on_wait=lambda owner, path: told.append(owner)):
             pass
 
+    polls = []
+    real_read = locks.read_owner
+    monkeypatch.setattr(locks, "read_owner", lambda path: polls.append(1) or real_read(path))
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.3)
-    assert told == []  # not yet: the holder has not said who it is
+    assert _wait_for(lambda: len(polls) >= 3)  # the waiter has looked, and looked again ...
+    assert told == []  # ... and said nothing: the holder has not said who it is
     os.pwrite(fd, json.dumps({"pid": 4242, "hostname": "h", "started": 1.0}).encode(), 0)
-    time.sleep(0.3)
+    assert _wait_for(lambda: told)
     assert [o.pid for o in told] == [4242]
     os.unlink(lock)
     os.close(fd)  # released
@@ -349,13 +362,13 @@ def test_waiter_gives_up_on_a_holder_that_never_writes_its_json(tmp_path, monkey
 
     import schedgen.locks as locks
 
-    monkeypatch.setattr(locks, "_OWNER_GRACE", 0.2)
+    monkeypatch.setattr(locks, "_OWNER_GRACE", 0.1)
     target = tmp_path / "x.zarr"
     fd = os.open(lock_path(target), os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
     told = []
     with pytest.raises(LockTimeoutError, match="holder unknown"):
-        with exclusive_lock(target, timeout=0.6, on_wait=lambda owner, path: told.append(owner)):
+        with exclusive_lock(target, timeout=3.0, on_wait=lambda owner, path: told.append(owner)):
             pass
     os.close(fd)
     assert told == [None]

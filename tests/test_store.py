@@ -429,7 +429,7 @@ def test_append_writes_everything_when_it_cannot_confirm_the_old_store(tmp_path,
     if why == "another digest":
         promise = dataclasses.replace(promise, digest="0" * 64)
     elif why == "no hard links":
-        def no_link(src, dst):
+        def no_link(src, dst, **kw):
             raise OSError(1, "Operation not permitted")
         monkeypatch.setattr(store, "_hard_link", no_link)
     else:
@@ -451,3 +451,34 @@ def test_a_broken_append_promise_is_caught_on_read(tmp_path, small_chunks):
     write_schedule(new, p, overwrite=True, unchanged=Unchanged(old.digest, {"indices": len(old.indices)}))
     with pytest.raises(StoreError, match="digest"):
         read_schedule(p)
+
+
+def test_append_never_mixes_in_a_store_swapped_in_meanwhile(tmp_path, small_chunks, monkeypatch):
+    """Another writer replaces the store between the digest check and the linking: the
+    chunks still come from the directory whose digest was checked."""
+    import schedgen.store as store
+
+    old, new, promise = _grown()
+    p = write_schedule(old, tmp_path / "run.zarr")
+    real = store._open_linkable
+
+    def then_swapped(final, unchanged):
+        fd = real(final, unchanged)
+        os.rename(final, tmp_path / "aside.zarr")
+        write_schedule(random_schedule(epochs=5, seed=9, extras=False), final)  # other indices
+        return fd
+
+    monkeypatch.setattr(store, "_open_linkable", then_swapped)
+    write_schedule(new, p, overwrite=True, unchanged=promise)
+    assert read_schedule(p).digest == new.digest
+    assert _tree(p) == _tree(write_schedule(new, tmp_path / "fresh.zarr"))
+
+
+def test_unchanged_prefix_must_be_integers():
+    from schedgen.errors import ParameterError
+    from schedgen.store import Unchanged
+
+    assert Unchanged("d", {"indices": np.int64(5)}).prefix == {"indices": 5}
+    for bad in ({"indices": 2.5}, {"indices": -1}, {"indices": "5"}):
+        with pytest.raises(ParameterError, match="Unchanged.prefix"):
+            Unchanged("d", bad)

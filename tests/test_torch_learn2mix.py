@@ -668,9 +668,9 @@ def test_each_write_of_a_long_record_links_the_epochs_already_recorded(tmp_path,
     monkeypatch.setattr(schedgen.store, "_CHUNK", 16)
     real, links = schedgen.store._hard_link, []
 
-    def counting(src, dst):
+    def counting(src, dst, **kw):
         links.append(Path(dst).parent.parent.name)
-        real(src, dst)
+        real(src, dst, **kw)
 
     monkeypatch.setattr(schedgen.store, "_hard_link", counting)
 
