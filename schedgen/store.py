@@ -271,6 +271,7 @@ class _AtomicDir:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
+            _settle_zarr()
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
         old = None
@@ -295,6 +296,36 @@ class _AtomicDir:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return False
+
+
+def _settle_zarr(timeout: float = 30.0) -> None:
+    """Wait until zarr's IO loop has no task left (at most ``timeout`` seconds).
+
+    A zarr call that fails returns at its first error, while the writes it started
+    beside it go on in zarr's IO thread; one of them could recreate a file in the
+    temporary folder after it was removed. Waiting for them first leaves nothing.
+    """
+    import asyncio
+
+    try:
+        from zarr.core import sync as zsync
+    except ImportError:  # pragma: no cover - another zarr layout: nothing to wait for
+        return
+    loops = getattr(zsync, "loop", None)
+    lp = loops[0] if isinstance(loops, list) and loops else None
+    if not isinstance(lp, asyncio.AbstractEventLoop) or lp.is_closed() or not lp.is_running():
+        return
+
+    async def others() -> None:
+        me = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not me]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+    try:
+        asyncio.run_coroutine_threadsafe(others(), lp).result(timeout=timeout + 5)
+    except Exception:  # a timeout or a closing loop: remove what is there anyway
+        pass
 
 
 _RENAME_EXCHANGE = 2  # linux/fs.h

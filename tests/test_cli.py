@@ -292,7 +292,8 @@ def test_list_reports_other_format(tmp_path, version, needle):
 
 
 def test_progress_bar_shows_count_rate_and_eta_on_stderr(tmp_path):
-    r = run("build", "--out-dir", tmp_path, "--k", "50")
+    # a fixed width: rich drops columns on a narrow terminal
+    r = runner.invoke(app, ["build", "--out-dir", str(tmp_path), "--k", "50"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.stderr
     assert "29/29" in r.stderr and "batches/s" in r.stderr and "eta" in r.stderr
     assert "batches/s" not in r.stdout  # stdout carries the result only

@@ -38,31 +38,37 @@ _BUILDER = textwrap.dedent(
     from schedgen.data import load_dataset
 
     out, marks, go, slow, peers = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
-    arrived = go + ".arrived"
+    waiting = go + ".waiting"
     params_fn, run = b.METHODS["random"]
+    announce = b._waiting_message
+
+    def waiting_message(owner, lock):
+        announce(owner, lock)
+        with open(waiting, "a") as f:
+            f.write(f"{os.getpid()}\\n")
 
     def slowed(cfg, ds, k, progress, ctx):
         with open(marks, "a") as f:
             f.write(f"{os.getpid()}\\n")
         print("building", flush=True)
-        # Hold the lock until every peer has called build() (a loaded machine can delay a
-        # peer past a fixed sleep, and it would then find the store made and never wait).
+        # Hold the lock until every peer has said it waits for it (a loaded machine can
+        # delay a peer past any fixed sleep; it would then find the store made, never wait).
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 60:
-            with open(arrived) as f:
-                if len(f.read().split()) >= peers:
-                    break
+        while peers > 1 and time.monotonic() - t0 < 60:
+            if os.path.exists(waiting):
+                with open(waiting) as f:
+                    if len(f.read().split()) >= peers - 1:
+                        break
             time.sleep(0.01)
         time.sleep(slow)
         return run(cfg, ds, k, progress, ctx)
 
     b.METHODS["random"] = (params_fn, slowed)
+    b._waiting_message = waiting_message
     load_dataset("digits")
     print("ready", flush=True)
     while not os.path.exists(go):
         time.sleep(0.002)
-    with open(arrived, "a") as f:
-        f.write(f"{os.getpid()}\\n")
     r = b.build(b.BuildConfig(dataset="digits", k=50, method="random", out_dir=out, lock_timeout=60))
     print(json.dumps(r.to_json()), flush=True)
     """
@@ -89,7 +95,7 @@ def _runs(tmp_path: Path) -> list[str]:
 
 
 def test_two_processes_build_once(tmp_path):
-    procs = [_start(tmp_path, slow=1.0, peers=2) for _ in range(2)]
+    procs = [_start(tmp_path, slow=0.2, peers=2) for _ in range(2)]
     for p in procs:
         _expect(p, "ready")
     (tmp_path / "go").touch()  # both call build() now

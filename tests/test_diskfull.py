@@ -86,6 +86,30 @@ def test_disk_full_mid_write_leaves_nothing(tmp_path, monkeypatch, n):
     assert _debris(tmp_path) == []
 
 
+@pytest.mark.parametrize("n", range(1, N_PUTS + 1))
+def test_disk_full_while_other_writes_are_in_flight_leaves_nothing(tmp_path, monkeypatch, n):
+    """zarr writes several keys at once: when one fails, the others go on in zarr's IO
+    thread. Slowed down here (as on a loaded machine), one of them would land after the
+    temporary folder was removed and recreate it; the writer waits for them first."""
+    import time
+
+    orig = zarr_local._put
+    seen = [0]
+
+    def failing_while_others_are_slow(path, value, exclusive=False):
+        seen[0] += 1
+        if seen[0] == n:
+            raise ENOSPC
+        time.sleep(0.01)
+        return orig(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(zarr_local, "_put", failing_while_others_are_slow)
+    with pytest.raises(StoreError):
+        write_schedule(small_schedule(), tmp_path / "s.zarr")
+    time.sleep(0.05)  # a late write would have landed by now
+    assert _debris(tmp_path) == []
+
+
 def test_disk_full_inside_a_file_write(tmp_path, monkeypatch):
     """ENOSPC after half of a chunk's bytes reached the disk (a short write)."""
     final = tmp_path / "s.zarr"

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -187,39 +186,50 @@ def test_overwrite_without_exchange_and_a_crash_between_the_renames(tmp_path, mo
     assert read_schedule(aside[0]).digest == s2.digest
 
 
-_SLOW_WRITER = textwrap.dedent(
+_STAGED_WRITER = textwrap.dedent(
     """
-    import sys, time, numpy as np
+    import sys, numpy as np
     import schedgen.store as store
     sys.path.insert(0, {tests!r})
     from test_store import random_schedule
     orig = store._write_group
-    def slow(schedule, path, **kw):
+
+    def stage(i):  # say where the write is, then wait to be killed (or let go)
+        print(f"stage {{i}}", flush=True)
+        sys.stdin.readline()
+
+    def staged(schedule, path, **kw):
         import zarr
-        print("writing", flush=True)
         g = zarr.open_group(str(path), mode="w")
-        for name in ("a", "b", "c", "d", "e", "f"):
+        for i, name in enumerate(("a", "b", "c")):
             g.create_array(name, data=np.arange(1000))
-            time.sleep(0.05)
+            stage(i)
         orig(schedule, path, **kw)
-    store._write_group = slow
+        stage(3)  # the whole store written, not yet renamed into place
+    store._write_group = staged
     store.write_schedule(random_schedule(n=20000, k=7), {final!r})
     print("done", flush=True)
     """
 )
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.15, 0.25])
-def test_killed_writer_leaves_no_store_under_the_final_name(tmp_path, delay):
+@pytest.mark.parametrize("at", [0, 2, 3])
+def test_killed_writer_leaves_no_store_under_the_final_name(tmp_path, at):
     final = tmp_path / "s.zarr"
-    code = _SLOW_WRITER.format(tests=str(Path(__file__).parent), final=str(final))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "writing"
-    time.sleep(delay)
+    code = _STAGED_WRITER.format(tests=str(Path(__file__).parent), final=str(final))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    for i in range(at):
+        assert proc.stdout.readline().strip() == f"stage {i}"
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+    assert proc.stdout.readline().strip() == f"stage {at}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    proc.stdin.close()
+    proc.stdout.close()
     assert not final.exists()
     assert [p for p in tmp_path.iterdir() if not p.name.startswith(".s.zarr.tmp-")] == []
+    assert [p for p in tmp_path.iterdir()]  # it did die mid-write: its temporary is there
 
 
 # ----------------------------------------------------------------- damaged stores
