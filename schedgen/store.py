@@ -298,12 +298,14 @@ class _AtomicDir:
         return False
 
 
-def _settle_zarr(timeout: float = 30.0) -> None:
+def _settle_zarr(timeout: float = 5.0) -> None:
     """Wait until zarr's IO loop has no task left (at most ``timeout`` seconds).
 
     A zarr call that fails returns at its first error, while the writes it started
     beside it go on in zarr's IO thread; one of them could recreate a file in the
     temporary folder after it was removed. Waiting for them first leaves nothing.
+    The bound keeps a failure from hanging on unrelated long-lived tasks (a remote
+    store's session, say); local writes in flight end within milliseconds.
     """
     import asyncio
 
@@ -323,7 +325,7 @@ def _settle_zarr(timeout: float = 30.0) -> None:
             await asyncio.wait(pending, timeout=timeout)
 
     try:
-        asyncio.run_coroutine_threadsafe(others(), lp).result(timeout=timeout + 5)
+        asyncio.run_coroutine_threadsafe(others(), lp).result(timeout=timeout + 1)
     except Exception:  # a timeout or a closing loop: remove what is there anyway
         pass
 
