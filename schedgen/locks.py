@@ -177,7 +177,7 @@ def exclusive_lock(
     *,
     timeout: float | None = DEFAULT_LOCK_TIMEOUT,
     on_wait: Callable[[LockOwner | None, Path], None] | None = None,
-) -> Iterator[float]:
+) -> Iterator[Held]:
     """Hold the build lock of ``target`` for the duration of the ``with`` block.
 
     Parameters

@@ -62,7 +62,6 @@ __all__ = [
     "LPSolveError",
 ]
 
-_EPS = np.finfo(np.float64).eps
 #: Primal tolerance: a pair row is violated when ``m_i + m_j - 1 - t_ij`` exceeds it.
 _PRIMAL_TOL = 1e-9
 #: Relative tolerance of the reduced-cost certificate ``a_l >= μ``.
@@ -760,10 +759,6 @@ class _ColumnCache:
     def __init__(self, problem: BatchProblem) -> None:
         self.problem = problem
         self.rows: dict[int, np.ndarray] = {}
-        self.requested = 0  # columns computed
-
-    def __contains__(self, j: int) -> bool:
-        return j in self.rows
 
     def __getitem__(self, j: int) -> np.ndarray:
         return self.rows[j]
@@ -776,7 +771,6 @@ class _ColumnCache:
         block = _columns(self.problem, np.asarray(need, dtype=np.int64))
         for r, j in enumerate(need):
             self.rows[j] = block[r]
-        self.requested += len(need)
 
 
 def _greedy(problem: BatchProblem):

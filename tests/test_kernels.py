@@ -686,6 +686,7 @@ def test_working_set_bits_follow_the_layout_only():
         for pos in removals:
             ws.remove(pos)
         with threadpoolctl.threadpool_limits(limits=blas, user_api="blas"):
+            assert_array_equal(ws.columns(samples[:1])[0], ws.column_sums(samples[:1])[0])
             results.append(
                 [ws.columns(samples).tobytes(), ws.columns(samples[:1]).tobytes()]
                 + [a.tobytes() for a in ws.column_sums(samples, negative=True)]

@@ -1,5 +1,5 @@
 """Tests of schedgen.solvers: exact oracles (brute force, full n²-variable LP), plain
-loop references, the swap search's row bound, and block-request sizes at scale."""
+loop references, the swap search, and block-request sizes at scale."""
 
 from __future__ import annotations
 
@@ -539,8 +539,8 @@ class TestSwap:
 
     def test_improving_sample_with_a_poor_score(self):
         # Greedy takes {0, 1, 2} (scores -10, -5, -5 < Z_33 = -4.5),
-        # but removing 0 (r_0 = -10 + 2·(2 + 2) = -2) for 3 gains 2.5: the row bound
-        # u_3 - 2·max_b K_3b - max_b r_b = -4.5 - 0 + 2 is negative, so row 3 is searched.
+        # but removing 0 (r_0 = -10 + 2·(2 + 2) = -2) for 3 gains 2.5: the swap search
+        # must find it (greedy never reconsiders sample 0).
         Z = np.zeros((5, 5))
         np.fill_diagonal(Z, [-10.0, -9.0, -9.0, -4.5, -4.0])
         Z[0, 1] = Z[1, 0] = Z[0, 2] = Z[2, 0] = 2.0
