@@ -7,12 +7,18 @@ no data loading: the figures are the recording's own cost) over many epochs with
 seeded positive class losses and reports, at a few epochs, the seconds of those two
 writes and the size of the store, next to the same run without ``record_to``.
 
+It also times, at those epochs, building the record in memory and hashing its
+digest (``to_schedule().digest``): the part of each write that still grows with
+the run.
+
 Run::
 
     python benchmarks/record_overhead.py                  # N=50,000, 10 classes, k=128, 100 epochs
     python benchmarks/record_overhead.py --epochs 20      # quick
+    PYTHONPATH=/path/to/old/checkout python benchmarks/record_overhead.py \
+        --out benchmarks/results/record_overhead_before.json   # another version, same script
 
-Writes ``benchmarks/results/record_overhead.json``.
+Writes ``benchmarks/results/record_overhead.json`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -55,7 +61,10 @@ def run(labels: np.ndarray, k: int, epochs: int, record_to: Path | None, report:
         s.update(losses)  # write 2
         t_update = time.perf_counter() - t0
         if e + 1 in report:
-            rows[e + 1] = {"first_batch_s": t_first, "update_s": t_update,
+            t0 = time.perf_counter()
+            _ = s.to_schedule().digest  # a fresh Schedule: concatenated and hashed anew
+            t_digest = time.perf_counter() - t0
+            rows[e + 1] = {"first_batch_s": t_first, "update_s": t_update, "concat_digest_s": t_digest,
                            "store_bytes": du(record_to) if record_to else 0}
     return rows
 
@@ -66,7 +75,11 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--k", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where to write the figures (JSON)")
     args = ap.parse_args()
+    import schedgen
+
+    load_before = os.getloadavg()
 
     labels = np.random.default_rng([0, 0]).integers(0, args.classes, args.n)
     report = {e for e in (1, 10, 25, 50, 100, 200, 500) if e <= args.epochs} | {args.epochs}
@@ -83,24 +96,30 @@ def main() -> None:
 
     print(f"N={args.n:,}, {args.classes} classes, k={args.k}, {sched.n_batches // args.epochs} batches/epoch, "
           f"{args.epochs} epochs; {os.cpu_count()} cores")
+    print(f"schedgen from {Path(schedgen.__file__).parent}")
     print(f"{'epoch':>6} {'write at 1st batch (s)':>23} {'write in update (s)':>20} {'per epoch (s)':>14} "
-          f"{'store (MB)':>11}")
+          f"{'concat+digest, 1 write (s)':>27} {'store (MB)':>11}")
     for e in sorted(rec):
         r = rec[e]
         print(f"{e:>6} {r['first_batch_s']:>23.3f} {r['update_s']:>20.3f} "
-              f"{r['first_batch_s'] + r['update_s']:>14.3f} {r['store_bytes'] / 1e6:>11.1f}")
+              f"{r['first_batch_s'] + r['update_s']:>14.3f} {r['concat_digest_s']:>27.3f} "
+              f"{r['store_bytes'] / 1e6:>11.1f}")
     print(f"whole run: {total_rec:.1f} s recorded, {total_bare:.1f} s without record_to "
           f"(recording {total_rec - total_bare:.1f} s, {(total_rec - total_bare) / args.epochs:.3f} s/epoch on average)")
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    load_after = os.getloadavg()
+    print(f"load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "args": vars(args),
+        "schedgen": str(Path(schedgen.__file__).parent),
+        "load_average_1min": {"before": load_before[0], "after": load_after[0]},
+        "args": {**vars(args), "out": str(args.out)},
         "recorded": {str(e): r for e, r in sorted(rec.items())},
         "total_recorded_s": total_rec,
         "total_bare_s": total_bare,
     }, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
