@@ -231,6 +231,10 @@ def _mmd_params(cfg: BuildConfig, ds: Dataset) -> dict:
     else:
         p["degree"] = cfg.degree
         p["coef0"] = float(cfg.coef0)
+        if cfg.kernel == "poly":
+            from .kernels import Polynomial
+
+            Polynomial(cfg.degree, p["coef0"])  # refuses a kernel that is not PSD (coef0 < 0) before any work
     return p
 
 
