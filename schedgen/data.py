@@ -16,7 +16,9 @@ Known datasets and the on-disk layouts read (the torchvision layouts, so a
     npz:PATH       an .npz archive with arrays X, y and optionally groups
 
 ``data_dir`` defaults to ``$SCHEDGEN_DATA_DIR`` when set, else
-``~/.cache/schedgen/data``. Only numpy and the standard library are imported at
+``~/.cache/schedgen/data``. A download has an overall deadline of
+``$SCHEDGEN_DOWNLOAD_TIMEOUT`` seconds (default 1800) and reports its progress
+on stderr every 5 seconds. Only numpy and the standard library are imported at
 module level; scipy and scikit-learn are imported by the readers that need them.
 """
 
@@ -29,9 +31,16 @@ import hashlib
 import math
 import os
 import pickle
+import re
+import shlex
+import signal
+import socket
 import struct
+import sys
 import tarfile
 import tempfile
+import threading
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -45,8 +54,10 @@ __all__ = [
     "DATASETS",
     "SPLITS",
     "DEFAULT_DATA_DIR",
+    "DEFAULT_DOWNLOAD_TIMEOUT",
     "Dataset",
     "default_data_dir",
+    "download_timeout",
     "fingerprint",
     "load_dataset",
     "validate_arrays",
@@ -66,11 +77,15 @@ _DATA_DIR_ENV = "SCHEDGEN_DATA_DIR"
 _NPZ_PREFIX = "npz:"
 _ALIASES = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}
 _FINGERPRINT_MAGIC = b"schedgen-dataset-v1\0"
+_NPY_MAGIC = b"\x93NUMPY"
+# A zip (np.load's test): a local file header, or the end record of an empty archive.
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _INT64_MAX = np.iinfo(np.int64).max
 # Rows are scanned for NaN/inf in blocks of about this many values, so a
 # boolean mask the size of the whole dataset never exists.
 _FINITE_BLOCK = 1 << 22
-_DOWNLOAD_TIMEOUT = 60.0
+#: Labels are class ids below ``max(n_samples, _LABEL_FLOOR)``; see :func:`validate_arrays`.
+_LABEL_FLOOR = 1 << 16
 
 _SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -126,7 +141,8 @@ class Dataset:
         stored as float32, C-contiguous. Arrays with more than two dimensions
         are flattened per sample.
     y : array of shape (n_samples,)
-        Non-negative integer class labels; stored as int64.
+        Integer class labels in ``0..max(n_samples, 65536) - 1`` (see
+        :func:`validate_arrays`); stored as int64.
     pixel_max : float or None
         Largest possible raw value (255 for 8-bit images, 16 for digits), or
         None for user features that are used as given.
@@ -218,8 +234,8 @@ def validate_arrays(X, y, *, source: str) -> tuple[np.ndarray, np.ndarray]:
     X : array-like of shape (n_samples, n_features) or (n_samples, d1, d2, ...)
         Real-valued features; more than two dimensions are flattened per sample.
     y : array-like of shape (n_samples,)
-        Non-negative integer labels. A float array is accepted when every value
-        is integral.
+        Integer class ids, each in ``0..max(n_samples, 65536) - 1``. A float
+        array is accepted when every value is integral.
     source : str
         Where the arrays came from (a path or a dataset name), used as the
         prefix of every error message.
@@ -234,8 +250,22 @@ def validate_arrays(X, y, *, source: str) -> tuple[np.ndarray, np.ndarray]:
     DataError
         If ``X`` is not real-valued, has fewer than two dimensions, no rows or
         no columns, holds NaN or inf (also after the cast to float32); if ``y``
-        is not 1-D, has another length than ``X`` has rows, is not integral or
-        has a negative value.
+        is not 1-D, has another length than ``X`` has rows, is not integral,
+        has a negative value or a value of ``max(n_samples, 65536)`` or more.
+
+    Notes
+    -----
+    Why labels are bounded, and not remapped: labels are used as class indices
+    (``n_classes = max(y) + 1``; learn2mix keeps per-class arrays of that
+    length), so a label such as 2**62 made ``schedgen info`` report 4.6e18
+    classes and learn2mix fail inside ``np.bincount``. Remapping labels to
+    dense ids would change ``y`` -- and so the fingerprint that existing stores
+    reference -- for every dataset whose labels are not already ``0..C-1``.
+    Refusing only absurd labels changes no fingerprint: a label below ``N``
+    can always be a real class (every class occurs at least once when all of
+    ``0..C-1`` are used), and the floor of 65,536 keeps datasets with a few
+    sparse ids (a subset of a larger taxonomy, a tiny test set) loading as
+    before, at a cost of at most 512 KiB per per-class array.
     """
     X = _as_array(X, "features", source)
     if X.dtype.kind not in "biuf":
@@ -265,6 +295,15 @@ def validate_arrays(X, y, *, source: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(
             f"{source}: labels must be non-negative integers; found {int(negative.sum())} negative, "
             f"first {int(y[first])} at row {first}"
+        )
+    limit = max(n, _LABEL_FLOOR)
+    too_big = y >= limit
+    if too_big.any():
+        first = int(np.argmax(too_big))
+        raise DataError(
+            f"{source}: labels must be class ids in 0..{limit - 1} (below max(n_samples, {_LABEL_FLOOR})); "
+            f"found {int(too_big.sum())} larger, first {int(y[first])} at row {first}; map sparse ids "
+            "to 0..C-1 first, e.g. np.unique(y, return_inverse=True)[1]"
         )
 
     # Casting finite float64 values beyond the float32 range gives inf, which the
@@ -423,7 +462,9 @@ def load_dataset(
     download : bool
         Fetch missing files of ``svhn``, ``cifar10``, ``mnist`` and
         ``fashion-mnist`` from their canonical URLs into ``data_dir`` (checked
-        against torchvision's MD5 sums). Ignored by ``digits`` and ``npz:``.
+        against torchvision's MD5 sums), each file within the deadline of
+        :func:`download_timeout`, with a progress line on stderr every 5
+        seconds. Ignored by ``digits`` and ``npz:``.
 
     Returns
     -------
@@ -485,11 +526,26 @@ def _resolve_data_dir(data_dir) -> Path:
     return root
 
 
-def _missing(what: str, paths: list[str], url: str, *, alternatives: bool = False) -> DataError:
+def _missing(
+    key: str, split: str, root: Path, paths: list[str], url: str, *, alternatives: bool = False
+) -> DataError:
+    """The error for absent dataset files.
+
+    Every caller of :func:`load_dataset` can get it (``build``, ``verify``,
+    ``plot``, Python code), and only ``schedgen build`` has ``--download``, so
+    the hint names that full command (with ``--split``/``--data-dir`` when
+    they are not the defaults, so the files land where this caller looked)
+    rather than a bare ``--download`` that ``verify`` would not accept.
+    """
     joined = (" or " if alternatives else " and ").join(paths)
+    command = f"schedgen build --dataset {key}"
+    if split != "train":
+        command += f" --split {split}"
+    if root != Path(os.path.abspath(default_data_dir())):
+        command += f" --data-dir {shlex.quote(str(root))}"
     return DataError(
-        f"{what} not found; expected {joined}. Pass --download (download=True) "
-        f"to fetch it from {url}, or place the file(s) there"
+        f"{key} {split} split not found; expected {joined}. Place the file(s) there, or fetch them "
+        f"from {url} with `{command} --download` (download=True in Python)"
     )
 
 
@@ -514,7 +570,7 @@ def _read_svhn(key: str, split: str, root: Path, download: bool) -> tuple[np.nda
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         if not download:
-            raise _missing(f"svhn {split} split", [str(p) for p in candidates], url, alternatives=True)
+            raise _missing(key, split, root, [str(p) for p in candidates], url, alternatives=True)
         path = candidates[0]
         _download(url, path)
 
@@ -609,7 +665,7 @@ def _read_cifar10(key: str, split: str, root: Path, download: bool) -> tuple[np.
     missing = [p for p in paths if not p.is_file()]
     if missing:
         if not download:
-            raise _missing(f"cifar10 {split} split", [str(p) for p in missing], _CIFAR_URL)
+            raise _missing(key, split, root, [str(p) for p in missing], _CIFAR_URL)
         archive = root / "cifar-10-python.tar.gz"
         if not archive.is_file():
             _download(_CIFAR_URL, archive)
@@ -673,7 +729,7 @@ def _read_mnist(key: str, split: str, root: Path, download: bool) -> tuple[np.nd
     missing = [packed for plain, packed in pairs if not (plain.is_file() or packed.is_file())]
     if missing and not download:
         expected = [f"{p.with_suffix('')} (or {p.name})" for p in missing]
-        raise _missing(f"{key} {split} split", expected, " and ".join(base_url + p.name for p in missing))
+        raise _missing(key, split, root, expected, " and ".join(base_url + p.name for p in missing))
     for packed in missing:
         _download(base_url + packed.name, packed)
     paths = [plain if plain.is_file() else packed for plain, packed in pairs]
@@ -730,10 +786,21 @@ def _load_npz(spec: str, split: str) -> Dataset:
         raise ParameterError("npz dataset needs a path, as in npz:/data/features.npz; got 'npz:'")
     path = Path(spec).expanduser().resolve()
     name = _NPZ_PREFIX + str(path)
+    if path.is_dir():
+        raise DataError(f"npz:{path} is a directory, expected an .npz file")
     if not path.is_file():
         raise DataError(f"npz file not found: {path}")
     suffix = "" if split == "train" else "_test"
     x_key, y_key, g_key = f"X{suffix}", f"y{suffix}", f"groups{suffix}"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
+    # np.load takes anything that is neither a zip nor an .npy file for a pickle
+    # and answers with advice to load it unsafely; sniff the magic first.
+    if not head.startswith(_ZIP_MAGICS + (_NPY_MAGIC,)):
+        raise DataError(f"{path} is not an npz archive (expected a zip of .npy arrays)")
     try:
         archive = np.load(path, allow_pickle=False)
         if not hasattr(archive, "files"):  # a .npy file loads as a bare array
@@ -749,14 +816,30 @@ def _load_npz(spec: str, split: str) -> Dataset:
                         f"{path}: npz archive has no array {k!r} for split {split!r}; expected {x_key!r} "
                         f"(n_samples, n_features) and {y_key!r} (n_samples,), found {found}"
                     )
-            X = archive[x_key]
-            y = archive[y_key]
-            groups = archive[g_key] if g_key in found else None
+            X = _npz_member(archive, x_key, path)
+            y = _npz_member(archive, y_key, path)
+            groups = _npz_member(archive, g_key, path) if g_key in found else None
     except DataError:
         raise
     except Exception as exc:  # np.load raises several types on a corrupt file or an object array
+        if "allow_pickle" in str(exc):  # never pass on numpy's advice to unpickle
+            raise DataError(
+                f"{path}: holds pickled Python objects, expected numeric arrays (an npz archive of "
+                f"{x_key!r} and {y_key!r})"
+            ) from exc
         raise DataError(f"{path}: cannot read as an .npz archive ({type(exc).__name__}: {exc})") from exc
     return Dataset(name, split, X, y, pixel_max=None, groups=groups)
+
+
+def _npz_member(archive, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise
+        raise DataError(
+            f"{path}: array {key!r} holds Python objects (dtype object), expected a numeric array"
+        ) from exc
 
 
 _READERS: dict[str, Callable[[str, str, Path, bool], tuple[np.ndarray, np.ndarray]]] = {
@@ -771,33 +854,160 @@ _READERS: dict[str, Callable[[str, str, Path, bool], tuple[np.ndarray, np.ndarra
 # Download
 # --------------------------------------------------------------------------- #
 
+#: Seconds one download may take in all, unless ``$SCHEDGEN_DOWNLOAD_TIMEOUT`` says otherwise.
+DEFAULT_DOWNLOAD_TIMEOUT = 1800.0
+_DOWNLOAD_TIMEOUT_ENV = "SCHEDGEN_DOWNLOAD_TIMEOUT"
+# Longest wait for the connection or for any one read (also capped by the deadline).
+_READ_TIMEOUT = 60.0
+_READ_SIZE = 1 << 16
+# Seconds between two progress lines on stderr.
+_PROGRESS_EVERY = 5.0
+# A partial file that no live process on this machine can own (another host's, or
+# one named by an older schedgen without a pid) is removed once unmodified this long.
+# A live download writes at least once per _READ_TIMEOUT.
+_STALE_PART_SECONDS = 24 * 3600.0
+# ".<name>.<pid>-<host tag>.<random>.part" (see _atomic_path).
+_PART_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-(?P<host>[0-9a-f]{8})\.[a-z0-9_]+\.part$")
+# ".<name>.<random>.part": partial files of schedgen versions before the pid was named.
+_LEGACY_PART_RE = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.part$")
+_KNOWN_FILES = frozenset(
+    [url.rsplit("/", 1)[1] for url in _MD5]
+    + [f for files in _CIFAR_FILES.values() for f in files]
+    + ["batches.meta"]
+)
 
-def _fetch(url: str, dest: str) -> None:
+
+def download_timeout() -> float:
+    """Seconds one download may take in all: ``$SCHEDGEN_DOWNLOAD_TIMEOUT`` if set, else 1800.
+
+    Raises
+    ------
+    ParameterError
+        If the variable is set to anything but a positive finite number.
+    """
+    raw = os.environ.get(_DOWNLOAD_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_DOWNLOAD_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ParameterError(
+            f"{_DOWNLOAD_TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}"
+        )
+    return value
+
+
+def _fetch(
+    url: str,
+    dest: str,
+    *,
+    timeout: float | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> None:
     """Write the body of ``url`` to the (existing, empty) file ``dest``.
 
-    The one place that touches the network; tests replace it.
+    The one place that touches the network; tests replace it. ``timeout`` is the
+    deadline of the whole transfer in seconds (default :func:`download_timeout`),
+    checked between reads; no single wait lasts more than
+    ``min(60 s, timeout)``. ``progress(done, total)`` is called before the first
+    read and after every read (``total`` is None without a Content-Length).
     """
     import urllib.request
 
+    deadline = download_timeout() if timeout is None else float(timeout)
+    start = time.monotonic()
     request = urllib.request.Request(url, headers={"User-Agent": "schedgen"})
-    with urllib.request.urlopen(request, timeout=_DOWNLOAD_TIMEOUT) as response, open(dest, "wb") as fh:
+    opened = urllib.request.urlopen(request, timeout=min(_READ_TIMEOUT, deadline))
+    with opened as response, open(dest, "wb") as fh:
         length = response.headers.get("Content-Length")
-        _copy(response, fh)
+        total = int(length) if length is not None and length.isdigit() else None
+        read = getattr(response, "read1", response.read)  # read1: whatever has arrived
+        done = 0
+        if progress is not None:
+            progress(done, total)
+        while True:
+            if time.monotonic() - start > deadline:
+                of = "" if total is None else f" of {total}"
+                raise TimeoutError(
+                    f"not complete after the deadline of {deadline:g} s ({done}{of} bytes received); "
+                    f"set {_DOWNLOAD_TIMEOUT_ENV} to a longer time in seconds"
+                )
+            chunk = read(_READ_SIZE)
+            if not chunk:
+                break
+            fh.write(chunk)
+            fh.flush()  # the part file's mtime shows a live download (see _remove_stale_parts)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
     size = os.path.getsize(dest)
-    if length is not None and length.isdigit() and size != int(length):
-        raise OSError(f"connection closed after {size} of {length} bytes")
+    if total is not None and size != total:
+        raise OSError(f"connection closed after {size} of {total} bytes")
 
 
-def _download(url: str, dest: Path) -> None:
+def _stderr_progress(url: str, every: float) -> Callable[[int, int | None], None]:
+    """A ``progress(done, total)`` writing one line to stderr at the start, every
+    ``every`` seconds and at the end (when the size is known)."""
+    last = -math.inf
+
+    def report(done: int, total: int | None) -> None:
+        nonlocal last
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if now - last < every and not finished:
+            return
+        last = now
+        if total:
+            amount = f"{_size(done)} of {_size(total)} ({100 * done // total}%)"
+        else:
+            amount = _size(done) if total is None else "0 B of 0 B"
+        sys.stderr.write(f"downloading {url}: {amount}\n")
+        sys.stderr.flush()
+
+    return report
+
+
+def _size(n: int) -> str:
+    if n < 10_000:
+        return f"{n} B"
+    if n < 10_000_000:
+        return f"{n / 1e3:.0f} kB"
+    return f"{n / 1e6:.1f} MB"
+
+
+def _download(
+    url: str,
+    dest: Path,
+    *,
+    timeout: float | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> None:
     """Fetch ``url`` to ``dest``, checked against its MD5 when one is known.
 
     The body goes to a temporary file beside ``dest`` that is renamed only once
     complete and verified, so a failed or partial download never leaves a file
-    under the final name.
+    under the final name. The temporary file is removed on any exception, on a
+    SIGTERM during the transfer (see :func:`_sigterm_raises`), and, if the
+    process dies otherwise, by the next download into the same directory (see
+    :func:`_remove_stale_parts`).
+
+    Parameters
+    ----------
+    timeout : float, optional
+        Deadline of the whole transfer in seconds; default :func:`download_timeout`
+        (``$SCHEDGEN_DOWNLOAD_TIMEOUT`` or 30 minutes).
+    progress : callable, optional
+        ``progress(done, total)`` after every read; default: a line on stderr
+        every 5 seconds with the bytes received and the total.
     """
-    with _atomic_path(dest) as tmp:
+    deadline = download_timeout() if timeout is None else timeout
+    if progress is None:
+        progress = _stderr_progress(url, _PROGRESS_EVERY)
+    with _sigterm_raises(url), _atomic_path(dest) as tmp:
         try:
-            _fetch(url, tmp)
+            _fetch(url, tmp, timeout=deadline, progress=progress)
         except Exception as exc:  # any failure of the transfer is reported the same way
             reason = getattr(exc, "reason", None) or exc
             raise DataError(f"could not download {url}: {type(exc).__name__}: {reason}") from exc
@@ -810,13 +1020,114 @@ def _download(url: str, dest: Path) -> None:
                 )
 
 
+class _Terminated(BaseException):
+    """A SIGTERM received during a download (a BaseException, like KeyboardInterrupt)."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises(url: str):
+    """Turn a SIGTERM inside the block into an exception, so the cleanup of the
+    block (the temporary file) runs; then deliver the SIGTERM again to the
+    handler that was in place before (by default, the process ends with it).
+
+    Only on the main thread (where Python can install handlers) and only when
+    SIGTERM is neither ignored nor handled outside Python; otherwise the block
+    runs with the disposition unchanged. If the previous handler returns, the
+    download ends with a DataError.
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+        previous = signal.getsignal(signal.SIGTERM)
+    if previous is None or previous == signal.SIG_IGN:
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, previous)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise DataError(
+            f"download of {url} stopped by SIGTERM; the partial file was removed"
+        ) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists (another user's) or unknowable: keep its file
+    return True
+
+
+def _remove_stale_parts(directory: Path) -> list[Path]:
+    """Remove the partial files of dead downloads (and extractions) in ``directory``.
+
+    A partial file ``.<name>.<pid>-<host tag>.<random>.part`` is removed when it
+    was made on this machine (same host tag) and no process ``pid`` runs; one
+    from another machine sharing the directory, or one of an older schedgen
+    (``.<name>.<random>.part`` with a known dataset file name), only once it has
+    not been modified for 24 hours. Returns the paths removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    here = _host_tag()
+    now = time.time()
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(".part")):
+            continue
+        m = _PART_RE.match(name)
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            old = now - entry.stat(follow_symlinks=False).st_mtime > _STALE_PART_SECONDS
+        except OSError:
+            continue
+        if m is not None:
+            stale = not _pid_alive(int(m["pid"])) if m["host"] == here else old
+        else:
+            legacy = _LEGACY_PART_RE.match(name)
+            stale = legacy is not None and legacy["name"] in _KNOWN_FILES and old
+        if stale:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
 def _atomic_path(dest: Path):
     """Yield a fresh temporary path beside ``dest``; rename it to ``dest`` on
-    success, delete it on any exception (including KeyboardInterrupt)."""
+    success, delete it on any exception (including KeyboardInterrupt).
+
+    The temporary is ``.<name>.<pid>-<host tag>.<random>.part``, so that the
+    file of a process that died can be told from a live one; such files are
+    removed first (:func:`_remove_stale_parts`).
+    """
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        _remove_stale_parts(dest.parent)
+        fd, tmp = tempfile.mkstemp(
+            dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}-{_host_tag()}.", suffix=".part"
+        )
         os.close(fd)
     except OSError as exc:
         raise DataError(f"cannot write to {dest.parent} ({type(exc).__name__}: {exc})") from exc

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
 import io
 import os
 import pickle
 import re
+import signal
 import struct
+import subprocess
+import sys
 import tarfile
+import threading
+import time
 import urllib.error
 
 import numpy as np
@@ -192,6 +198,26 @@ class TestSVHN:
             load_dataset("svhn", data_dir=tmp_path)
         assert str(tmp_path / "svhn" / "train_32x32.mat") in str(info.value)
         assert str(tmp_path / "train_32x32.mat") in str(info.value)
+
+    def test_missing_file_hint_is_a_command_every_caller_can_run(self, tmp_path, monkeypatch):
+        # verify and plot have no --download: the hint names the build command that
+        # fetches into the directory this caller looked in, with the split it wanted.
+        root = tmp_path / "my data"
+        with pytest.raises(DataError) as info:
+            load_dataset("svhn", split="test", data_dir=root)
+        command = f"`schedgen build --dataset svhn --split test --data-dir '{root}' --download`"
+        assert str(info.value).endswith(f"with {command} (download=True in Python)")
+        assert "\n" not in str(info.value) and "Pass --download" not in str(info.value)
+        monkeypatch.setenv("SCHEDGEN_DATA_DIR", str(tmp_path))
+        match = (
+            r"^svhn train split not found; expected .*\. Place the file\(s\) there, or fetch them from "
+            r"http://ufldl\.stanford\.edu/housenumbers/train_32x32\.mat with "
+            r"`schedgen build --dataset svhn --download` \(download=True in Python\)$"
+        )
+        with pytest.raises(DataError, match=match):
+            load_dataset("svhn")
+        with pytest.raises(DataError, match=r"with `schedgen build --dataset cifar10 --download`"):
+            load_dataset("cifar10")
 
     def test_label_out_of_range(self, tmp_path, rng):
         X, y, _ = self.make(rng)
@@ -467,8 +493,50 @@ class TestNpz:
         with pytest.raises(DataError, match="cannot read as an .npz archive"):
             load_dataset(f"npz:{tmp_path / 'c.npz'}")
         np.savez(tmp_path / "o.npz", X=np.array([[1, "a"]], dtype=object), y=[0])
-        with pytest.raises(DataError, match="cannot read as an .npz archive"):
+        with pytest.raises(DataError, match=r"o\.npz: array 'X' holds Python objects \(dtype object\), "
+                           r"expected a numeric array$") as info:
             load_dataset(f"npz:{tmp_path / 'o.npz'}")
+        assert "allow_pickle" not in str(info.value)
+
+    def test_directory_is_named_as_such(self, tmp_path):
+        (tmp_path / "d.npz").mkdir()
+        for target in (tmp_path, tmp_path / "d.npz"):
+            match = rf"^npz:{re.escape(str(target.resolve()))} is a directory, expected an \.npz file$"
+            with pytest.raises(DataError, match=match):
+                load_dataset(f"npz:{target}")
+
+    @pytest.mark.parametrize("content", [b"hello world\n", b"", b"PK", b"\x80\x04K\x01."])
+    def test_not_a_zip_never_passes_on_numpy_pickle_advice(self, tmp_path, content):
+        # np.load takes a file that is neither zip nor .npy for a pickle and advises
+        # loading it "unsafely using allow_pickle"; that advice must not reach the user.
+        path = tmp_path / "t.npz"
+        path.write_bytes(content)
+        match = rf"^{re.escape(str(path))} is not an npz archive \(expected a zip of \.npy arrays\)$"
+        with pytest.raises(DataError, match=match) as info:
+            load_dataset(f"npz:{path}")
+        assert "allow_pickle" not in str(info.value)
+
+    def test_object_npy_file_never_passes_on_numpy_pickle_advice(self, tmp_path):
+        np.save(tmp_path / "o.npy", np.array([[1, "a"]], dtype=object), allow_pickle=True)
+        match = (
+            r"o\.npy: holds pickled Python objects, expected numeric arrays "
+            r"\(an npz archive of 'X' and 'y'\)$"
+        )
+        with pytest.raises(DataError, match=match) as info:
+            load_dataset(f"npz:{tmp_path / 'o.npy'}")
+        assert "allow_pickle" not in str(info.value)
+
+    def test_huge_label_is_refused_in_one_line(self, tmp_path):
+        # A label of 2**62 gave 4.6e18 classes (info) and a bincount traceback (learn2mix).
+        np.savez(tmp_path / "d.npz", X=np.ones((4, 2)), y=np.array([0, 1, 2**62, 1]))
+        match = (
+            r"d\.npz' \(train\): labels must be class ids in 0\.\.65535 \(below max\(n_samples, 65536\)\); "
+            r"found 1 larger, first 4611686018427387904 at row 2; map sparse ids to 0\.\.C-1 first, "
+            r"e\.g\. np\.unique\(y, return_inverse=True\)\[1\]$"
+        )
+        with pytest.raises(DataError, match=match) as info:
+            load_dataset(f"npz:{tmp_path / 'd.npz'}")
+        assert "\n" not in str(info.value)
 
 
 # --------------------------------------------------------------------------- #
@@ -534,6 +602,12 @@ class TestValidateArrays:
             (np.zeros((3, 2)), [0, -1, -2], r"non-negative integers; found 2 negative, first -1 at row 1"),
             (np.zeros((2, 2)), [0.0, np.nan], r"labels must be integers; .*, first nan at row 1"),
             (np.zeros((2, 2)), np.array([0, 2**63], dtype=np.uint64), r"labels must fit in int64"),
+            (np.zeros((2, 2)), [0, 65536], r"class ids in 0\.\.65535 .*found 1 larger, first 65536 at row 1"),
+            (
+                np.zeros((3, 2)),
+                [2**62, 0, 2.0**62],
+                r"0\.\.65535 .*found 2 larger, first 4611686018427387904 at row 0",
+            ),
             ([[1, 2], [3]], [0, 1], r"features must be a rectangular array"),
         ],
     )
@@ -554,6 +628,17 @@ class TestValidateArrays:
         X[5, 0] = X[5, 2] = X[8, 1] = np.nan
         with pytest.raises(DataError, match=r"contain 3 non-finite values \(NaN or inf\); first at row 5$"):
             validate_arrays(X, np.zeros(9, int), source="s")
+
+    def test_label_bound_is_the_larger_of_n_and_65536(self):
+        # Sparse ids below the floor load as before (their fingerprint unchanged); a
+        # dataset larger than the floor may use every id below its size.
+        X, y = validate_arrays(np.zeros((2, 1)), [0, 65535], source="s")
+        assert fingerprint(X, y) == fingerprint_reference(np.zeros((2, 1)), [0, 65535])
+        n = 70_000
+        _, y = validate_arrays(np.zeros((n, 1), np.float32), np.arange(n), source="s")
+        assert int(y.max()) == n - 1
+        with pytest.raises(DataError, match=r"class ids in 0\.\.69999 .*first 70000 at row 0"):
+            validate_arrays(np.zeros((n, 1), np.float32), np.r_[n, np.arange(n - 1)], source="s")
 
     def test_integer_and_bool_features_accepted(self):
         X, _ = validate_arrays(np.array([[True, False]]), [0], source="s")
@@ -709,7 +794,7 @@ def serve(monkeypatch, payloads: dict[str, bytes], *, register_md5: bool = True)
     """Replace ``data._fetch`` by one that writes ``payloads[url]``; return the list of URLs fetched."""
     calls: list[str] = []
 
-    def fake_fetch(url, dest):
+    def fake_fetch(url, dest, **kwargs):
         calls.append(url)
         with open(dest, "wb") as fh:
             fh.write(payloads[url])
@@ -815,7 +900,7 @@ class TestDownload:
         assert calls == []
 
     def test_network_failure_is_clean(self, tmp_path, monkeypatch):
-        def failing_fetch(url, dest):
+        def failing_fetch(url, dest, **kwargs):
             with open(dest, "wb") as fh:
                 fh.write(b"half a file")
             raise urllib.error.URLError("Temporary failure in name resolution")
@@ -839,7 +924,7 @@ class TestDownload:
         assert files_in(tmp_path) == []
 
     def test_interrupt_leaves_no_file(self, tmp_path, monkeypatch):
-        def interrupted(url, dest):
+        def interrupted(url, dest, **kwargs):
             with open(dest, "wb") as fh:
                 fh.write(b"partial")
             raise KeyboardInterrupt
@@ -858,3 +943,225 @@ class TestDownload:
         assert dest.read_bytes() == src.read_bytes()
         with pytest.raises(urllib.error.URLError):
             data._fetch((tmp_path / "absent").as_uri(), str(tmp_path / "d2"))
+
+
+# --------------------------------------------------------------------------- #
+# Download over a local HTTP server: deadline, progress, SIGTERM, stale parts
+# --------------------------------------------------------------------------- #
+
+
+class _BodyHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``body`` with its Content-Length, ``chunk`` bytes at a time, sleeping
+    ``delay`` seconds after each; gives up when the client has gone."""
+
+    body = b""
+    chunk = 1 << 16
+    delay = 0.0
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        try:
+            for i in range(0, len(self.body), self.chunk):
+                self.wfile.write(self.body[i : i + self.chunk])
+                self.wfile.flush()
+                if self.delay:
+                    time.sleep(self.delay)
+        except OSError:  # the client left
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_serve():
+    """``start(body, chunk=, delay=)`` serves ``body`` on 127.0.0.1 and returns its URL;
+    every server is shut down at the end of the test (a trickle ends by itself, too)."""
+    servers = []
+
+    def start(body: bytes, *, chunk: int = 1 << 16, delay: float = 0.0) -> str:
+        handler = type("Handler", (_BodyHandler,), {"body": body, "chunk": chunk, "delay": delay})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}/file.bin"
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _quiet(done, total):
+    pass
+
+
+def _size_or_0(path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _part_files(folder) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
+
+
+class TestDownloadDeadlineProgressSignals:
+    def test_deadline_stops_a_trickling_server(self, tmp_path, http_serve):
+        # 40 bytes, one every 0.1 s: about 4 s in all, far beyond the 0.5 s deadline.
+        url = http_serve(b"x" * 40, chunk=1, delay=0.1)
+        match = (
+            rf"^could not download {re.escape(url)}: TimeoutError: not complete after the deadline of "
+            r"0\.5 s \(\d+ of 40 bytes received\); set SCHEDGEN_DOWNLOAD_TIMEOUT to a longer time in seconds$"
+        )
+        with pytest.raises(DataError, match=match):
+            data._download(url, tmp_path / "f.bin", timeout=0.5, progress=_quiet)
+        assert files_in(tmp_path) == []
+
+    def test_deadline_from_environment(self, tmp_path, http_serve, monkeypatch):
+        url = http_serve(b"x" * 40, chunk=1, delay=0.1)
+        monkeypatch.setenv("SCHEDGEN_DOWNLOAD_TIMEOUT", "0.3")
+        assert data.download_timeout() == 0.3
+        with pytest.raises(DataError, match=r"TimeoutError: not complete after the deadline of 0\.3 s"):
+            data._download(url, tmp_path / "f.bin", progress=_quiet)
+        assert files_in(tmp_path) == []
+        for bad in ("abc", "0", "-5", "nan", "inf"):
+            monkeypatch.setenv("SCHEDGEN_DOWNLOAD_TIMEOUT", bad)
+            match = rf"^SCHEDGEN_DOWNLOAD_TIMEOUT must be a positive number of seconds, got '{bad}'$"
+            with pytest.raises(ParameterError, match=match):
+                data._download(url, tmp_path / "f.bin", progress=_quiet)
+        monkeypatch.setenv("SCHEDGEN_DOWNLOAD_TIMEOUT", "")
+        assert data.download_timeout() == data.DEFAULT_DOWNLOAD_TIMEOUT == 1800.0
+
+    def test_progress_callback_and_stderr_lines(self, tmp_path, http_serve, capsys):
+        body = bytes(range(256)) * 800  # 204,800 bytes
+        url = http_serve(body, chunk=50_000)
+        seen = []
+        data._download(url, tmp_path / "a.bin", progress=lambda done, total: seen.append((done, total)))
+        assert (tmp_path / "a.bin").read_bytes() == body
+        assert seen[0] == (0, len(body)) and seen[-1] == (len(body), len(body))
+        assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+        # The default reporter: a line at the start and at the end (and every 5 s between).
+        data._download(url, tmp_path / "b.bin")
+        err = capsys.readouterr().err.splitlines()
+        assert err[0] == f"downloading {url}: 0 B of 205 kB (0%)"
+        assert err[-1] == f"downloading {url}: 205 kB of 205 kB (100%)"
+        assert files_in(tmp_path) == ["a.bin", "b.bin"]
+
+    def test_sigterm_during_download_leaves_no_part_file(self, tmp_path, http_serve):
+        # A real process, killed the way a scheduler kills a job; before the fix its
+        # .part file stayed behind for ever.
+        url = http_serve(b"x" * 4000, chunk=10, delay=0.05)  # 20 s if nobody stops it
+        folder = tmp_path / "data"
+        code = (
+            "import pathlib, sys; from schedgen import data; "
+            "data._download(sys.argv[1], pathlib.Path(sys.argv[2]), timeout=60, progress=lambda d, t: None)"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, url, str(folder / "f.bin")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            give_up = time.monotonic() + 30
+            # Wait until bytes arrive, so the signal lands in the middle of the transfer.
+            while not any(_size_or_0(folder / name) for name in _part_files(folder)):
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < give_up, "the download never started"
+                time.sleep(0.05)
+            assert len(_part_files(folder)) == 1
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == -signal.SIGTERM  # still ends by SIGTERM
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+        assert files_in(folder) == []
+
+    def test_sigterm_in_process_runs_the_previous_handler(self, tmp_path, http_serve):
+        url = http_serve(b"x" * 4000, chunk=100, delay=0.05)
+        received = []
+
+        def previous(signum, frame):
+            received.append(signum)
+
+        def kill_self(done, total):
+            if done:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        old = signal.signal(signal.SIGTERM, previous)
+        try:
+            match = rf"^download of {re.escape(url)} stopped by SIGTERM; the partial file was removed$"
+            with pytest.raises(DataError, match=match):
+                data._download(url, tmp_path / "f.bin", timeout=60, progress=kill_self)
+            assert received == [signal.SIGTERM]
+            assert signal.getsignal(signal.SIGTERM) is previous  # restored
+        finally:
+            signal.signal(signal.SIGTERM, old)
+        assert files_in(tmp_path) == []
+
+    def test_download_off_the_main_thread(self, tmp_path, http_serve):
+        # No handler can be installed there; the download works as before.
+        url = http_serve(b"abc" * 1000)
+        errors = []
+
+        def run():
+            try:
+                data._download(url, tmp_path / "f.bin", progress=_quiet)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        before = signal.getsignal(signal.SIGTERM)
+        t = threading.Thread(target=run)
+        t.start()
+        t.join(30)
+        assert errors == [] and (tmp_path / "f.bin").read_bytes() == b"abc" * 1000
+        assert signal.getsignal(signal.SIGTERM) is before
+
+    def test_stale_part_files_are_removed_by_the_next_download(self, tmp_path, monkeypatch):
+        folder = tmp_path / "svhn"
+        folder.mkdir()
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+        dead_pid = int(dead.stdout)
+        here = data._host_tag()
+        other = "00000000" if here != "00000000" else "11111111"
+        names = {
+            "dead": f".train_32x32.mat.{dead_pid}-{here}.abc_1234.part",  # this machine, pid gone
+            "live": f".train_32x32.mat.{os.getpid()}-{here}.abc_1234.part",  # this process: kept
+            "remote_fresh": f".train_32x32.mat.{dead_pid}-{other}.abc_1234.part",  # another host: kept
+            "remote_old": f".test_32x32.mat.{dead_pid}-{other}.abc_5678.part",  # another host, 2 days old
+            "legacy_old": ".train_32x32.mat.k3j_x9ab.part",  # an older schedgen's, 2 days old
+            "legacy_fresh": ".test_32x32.mat.k3j_x9ab.part",  # maybe an older schedgen running now
+            "foreign_old": ".notes.abcdefgh.part",  # not a name schedgen writes: kept
+        }
+        two_days_ago = time.time() - 2 * 86400
+        for key, name in names.items():
+            (folder / name).write_bytes(b"partial")
+            if key.endswith("_old"):
+                os.utime(folder / name, (two_days_ago, two_days_ago))
+        X = np.zeros((32, 32, 3, 1), np.uint8)
+        url = "http://ufldl.stanford.edu/housenumbers/test_32x32.mat"
+        temporaries = []
+        payload = svhn_mat_bytes(X, np.array([[1]], np.uint8))
+        monkeypatch.setitem(data._MD5, url, hashlib.md5(payload).hexdigest())
+
+        def fake_fetch(u, dest, **kwargs):
+            temporaries.append(os.path.basename(dest))
+            with open(dest, "wb") as fh:
+                fh.write(payload)
+
+        monkeypatch.setattr(data, "_fetch", fake_fetch)
+        load_dataset("svhn", split="test", data_dir=tmp_path, download=True)
+        kept = sorted(names[k] for k in ("live", "remote_fresh", "legacy_fresh", "foreign_old"))
+        assert _part_files(folder) == kept
+        assert (folder / "test_32x32.mat").is_file()
+        # The temporary names this process and machine, so it can be told from a live one.
+        assert re.fullmatch(rf"\.test_32x32\.mat\.{os.getpid()}-{here}\.[a-z0-9_]+\.part", temporaries[0])
