@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
 from .data import load_dataset
-from .errors import ParameterError, StoreError
-from .store import atomic_directory, check_format, read_attrs, read_schedule
+from .errors import ParameterError, SchedgenError, StoreError
+from .store import atomic_directory, check_format, is_remote, read_attrs, read_schedule
 
 __all__ = ["info", "verify", "list_schedules", "export", "EXPORT_FORMATS"]
 
@@ -59,13 +60,23 @@ def verify(path, *, dataset: str | None = None, split: str | None = None, data_d
     return result
 
 
-def list_schedules(directory) -> list[dict]:
+def list_schedules(directory, *, verify: bool = False) -> list[dict]:
     """One row per schedule store directly under ``directory`` (sorted by name).
+
+    Without ``verify`` only the attributes are read: a truncated or tampered store
+    can look healthy. With ``verify`` every store is also read in full and its
+    digests recomputed (as :func:`verify` does, without the dataset check): each row
+    gets ``verified`` (True or False; when False, ``error`` says why).
 
     Stores that cannot be read, and stores of another format than
     :data:`~schedgen.store.FORMAT_VERSION` (whose other attributes may mean something
     else), are listed with an ``error`` field instead of failing.
     """
+    if is_remote(directory):
+        raise ParameterError(
+            f"cannot list {directory}: list needs a local folder of .zarr stores, got a URL "
+            "(a store at a URL works with info, verify, export and plot, e.g. schedgen info URL)"
+        )
     d = Path(directory)
     if not d.is_dir():
         raise ParameterError(f"{d} is not a directory; expected a folder of .zarr schedule stores")
@@ -74,22 +85,59 @@ def list_schedules(directory) -> list[dict]:
         try:
             a = read_attrs(p)
             check_format(a, str(p))
-            ds = a.get("dataset", {}) if isinstance(a.get("dataset"), dict) else {}
-            rows.append(
-                {
-                    "path": str(p),
-                    "method": a.get("method"),
-                    "dataset": ds.get("name"),
-                    "split": ds.get("split"),
-                    "k": a.get("k"),
-                    "n_batches": a.get("n_batches"),
-                    "n_epochs": a.get("n_epochs"),
-                    "digest": a.get("digest"),
-                }
-            )
         except StoreError as exc:
-            rows.append({"path": str(p), "error": str(exc)})
+            rows.append({"path": str(p), "error": str(exc), **({"verified": False} if verify else {})})
+            continue
+        ds = a.get("dataset", {}) if isinstance(a.get("dataset"), dict) else {}
+        row = {
+            "path": str(p),
+            "method": a.get("method"),
+            "dataset": ds.get("name"),
+            "split": ds.get("split"),
+            "k": a.get("k"),
+            "n_batches": a.get("n_batches"),
+            "n_epochs": a.get("n_epochs"),
+            "digest": a.get("digest"),
+        }
+        if verify:
+            try:
+                read_schedule(p, verify=True)
+                row["verified"] = True
+            except SchedgenError as exc:
+                row["verified"] = False
+                row["error"] = str(exc)
+        rows.append(row)
     return rows
+
+
+def default_export_path(path, fmt: str) -> Path:
+    """Where :func:`export` writes without ``out``: beside a local store (``.zarr``
+    replaced by ``.npy.d`` or ``.jsonl``); for a store at a URL, its base name in the
+    current directory (as ``curl -O`` does), e.g. ``http://h/a/X.zarr`` -> ``X.npy.d``."""
+    suffix = ".npy.d" if fmt == "npy" else ".jsonl"
+    s = str(path)
+    if is_remote(s) or s.startswith("file://"):
+        url_path = unquote(urlsplit(s).path).rstrip("/")
+        if s.startswith("file://"):
+            return Path(url_path.removesuffix(".zarr") + suffix)
+        name = PurePosixPath(url_path).name.removesuffix(".zarr")
+        if name in ("", ".", ".."):
+            raise ParameterError(
+                f"cannot name the export of {s}: expected a URL ending in a store name (e.g. .../X.zarr), "
+                "got none; pass -o/--output PATH"
+            )
+        return Path(name + suffix)
+    return Path(s.rstrip("/").removesuffix(".zarr") + suffix)
+
+
+def _make_parent(out: Path) -> None:
+    """Create ``out``'s folder (and its parents), or raise the one ``cannot write`` error."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where the folder should be
+        raise StoreError(f"cannot write {out}: Not a directory ({out.parent} is a file)") from None
+    except OSError as exc:
+        raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
 def export(path, out=None, *, fmt: str = "npy", overwrite: bool = False) -> Path:
@@ -98,28 +146,31 @@ def export(path, out=None, *, fmt: str = "npy", overwrite: bool = False) -> Path
     ``npy``: a directory with ``indices.npy``, ``batch_offsets.npy``, ``epoch_offsets.npy``,
     each optional array as ``<name>.npy`` and ``meta.json`` (the store's attributes).
     ``jsonl``: one JSON object per batch, ``{"epoch": e, "batch": b, "indices": [...]}``,
-    in replay order. Written atomically. ``out`` defaults to the store's path with
-    ``.zarr`` replaced by ``.npy.d`` or ``.jsonl``.
+    in replay order. Written atomically; missing parent folders are created; a
+    destination that cannot be written raises :class:`StoreError` ``cannot write OUT:
+    REASON`` and leaves nothing. ``out`` defaults to :func:`default_export_path`.
     """
     if fmt not in EXPORT_FORMATS:
         raise ParameterError(f"export format must be one of {list(EXPORT_FORMATS)}, got {fmt!r}")
+    out = default_export_path(path, fmt) if out is None else Path(out)
     s = read_schedule(path)
-    if out is None:
-        out = str(path).rstrip("/").removesuffix(".zarr") + (".npy.d" if fmt == "npy" else ".jsonl")
-    out = Path(out)
+    _make_parent(out)
     if fmt == "npy":
-        with atomic_directory(out, replace=overwrite) as tmp:
-            tmp.mkdir()
-            arrays = {
-                "indices": s.indices,
-                "batch_offsets": s.batch_offsets,
-                "epoch_offsets": s.epoch_offsets,
-                **s.batch_arrays,
-                **s.epoch_arrays,
-            }
-            for name, a in arrays.items():
-                np.save(tmp / f"{name}.npy", a)
-            (tmp / "meta.json").write_text(json.dumps(s.attrs(), indent=2, sort_keys=True) + "\n")
+        try:
+            with atomic_directory(out, replace=overwrite) as tmp:
+                tmp.mkdir()
+                arrays = {
+                    "indices": s.indices,
+                    "batch_offsets": s.batch_offsets,
+                    "epoch_offsets": s.epoch_offsets,
+                    **s.batch_arrays,
+                    **s.epoch_arrays,
+                }
+                for name, a in arrays.items():
+                    np.save(tmp / f"{name}.npy", a)
+                (tmp / "meta.json").write_text(json.dumps(s.attrs(), indent=2, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
         return out
     if out.exists() and not overwrite:
         raise StoreError(f"{out} already exists; expected a new path (or pass --force to replace it)")

@@ -14,10 +14,47 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from .errors import SchedgenError
 
 __all__ = ["app", "main"]
+
+
+# Help display only. Every value is declared as text with a metavar naming what it
+# takes (INTEGER, FLOAT, ...): the library parses and checks numbers, so bad input
+# gets schedgen's one ``error:`` line and exit 1, not typer's usage block and exit 2.
+# Flags get ``metavar=""``: typer 0.29 shows ``<bool>`` (and ``<str>`` beside an
+# argument's metavar), as if a flag took a value.
+FLAG = ""
+
+
+class _Argument(TyperArgument):
+    def display_type_rich(self, ctx):  # the metavar says what the argument is
+        return None
+
+
+class _HelpDisplay:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for p in self.params:
+            if type(p) is TyperArgument and p.metavar:
+                p.__class__ = _Argument
+
+    def get_help_option(self, ctx):
+        opt = super().get_help_option(ctx)
+        if opt is not None:
+            opt.metavar = FLAG
+        return opt
+
+
+class _Command(_HelpDisplay, TyperCommand):
+    pass
+
+
+class _Group(_HelpDisplay, TyperGroup):
+    pass
+
 
 app = typer.Typer(
     name="schedgen",
@@ -25,7 +62,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Group,
 )
+STORE_HELP = "A schedule store (.zarr) or URL."
 
 
 @contextlib.contextmanager
@@ -96,32 +135,32 @@ def _print(obj, as_json: bool, human: str) -> None:
         typer.echo(human)
 
 
-@app.command()
+@app.command(cls=_Command)
 def build(
-    dataset: str = typer.Option("digits", help="digits, svhn, cifar10, mnist, fashion-mnist, or npz:PATH"),
-    k: str = typer.Option("50", "--k", help="Batch size."),
-    method: str = typer.Option("mmd", help="mmd (default), random or learn2mix."),
-    split: str = typer.Option("train", help="train or test."),
-    seed: str = typer.Option("0", help="Seed of every random draw (subsamples, permutations)."),
-    epochs: str = typer.Option("1", help="Epochs (random, learn2mix)."),
-    solver: Optional[str] = typer.Option(None, help="MMD batch solver: swap (default: lowest MMD²), greedy, or lp (the paper)."),
-    kernel: str = typer.Option("rbf", help="rbf or poly."),
-    bandwidth: str = typer.Option("median", help="RBF sigma: 'median' (heuristic) or a positive number."),
-    degree: str = typer.Option("3", help="Polynomial kernel degree."),
-    coef0: str = typer.Option("1.0", help="Polynomial kernel constant c in (x.y/D + c)^d."),
-    paper_coefficients: bool = typer.Option(False, "--paper-coefficients", help="Use the paper's eq. 6 literally (no factor 2)."),
-    pca: Optional[str] = typer.Option(None, help="PCA dims (default 128 when input has >256 dims; 0 keeps features)."),
-    standardize: bool = typer.Option(False, "--standardize", help="Standardise features before PCA."),
-    mixing_rate: str = typer.Option("0.1", help="learn2mix mixing rate gamma in (0, 1]."),
-    groups: Optional[str] = typer.Option(None, help="learn2mix groups without labels: kmeans:C."),
-    batches_per_epoch: Optional[str] = typer.Option(None, help="learn2mix batches per epoch (default ceil(N/k))."),
-    data_dir: Optional[Path] = typer.Option(None, help="Where dataset files live (default ~/.cache/schedgen/data)."),
-    download: bool = typer.Option(False, "--download", help="Fetch missing dataset files."),
-    out_dir: Path = typer.Option(Path("schedules"), help="Output and cache directory."),
-    force: bool = typer.Option(False, "--force", help="Rebuild even if the cached store exists."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    dataset: str = typer.Option("digits", metavar="NAME", help="digits, svhn, cifar10, mnist, fashion-mnist, or npz:PATH"),
+    k: str = typer.Option("50", "--k", metavar="INTEGER", help="Batch size."),
+    method: str = typer.Option("mmd", metavar="mmd|random|learn2mix", help="mmd (default), random or learn2mix."),
+    split: str = typer.Option("train", metavar="train|test", help="train or test."),
+    seed: str = typer.Option("0", metavar="INTEGER", help="Seed of every random draw (subsamples, permutations)."),
+    epochs: str = typer.Option("1", metavar="INTEGER", help="Epochs (random, learn2mix)."),
+    solver: Optional[str] = typer.Option(None, metavar="swap|greedy|lp", help="MMD batch solver: swap (default: lowest MMD²), greedy, or lp (the paper)."),
+    kernel: str = typer.Option("rbf", metavar="rbf|poly", help="rbf or poly."),
+    bandwidth: str = typer.Option("median", metavar="SIGMA|median", help="RBF sigma: 'median' (heuristic) or a positive number."),
+    degree: str = typer.Option("3", metavar="INTEGER", help="Polynomial kernel degree."),
+    coef0: str = typer.Option("1.0", metavar="FLOAT", help="Polynomial kernel constant c in (x.y/D + c)^d."),
+    paper_coefficients: bool = typer.Option(False, "--paper-coefficients", metavar=FLAG, help="Use the paper's eq. 6 literally (no factor 2)."),
+    pca: Optional[str] = typer.Option(None, metavar="INTEGER", help="PCA dims (default 128 when input has >256 dims; 0 keeps features)."),
+    standardize: bool = typer.Option(False, "--standardize", metavar=FLAG, help="Standardise features before PCA."),
+    mixing_rate: str = typer.Option("0.1", metavar="FLOAT", help="learn2mix mixing rate gamma in (0, 1]."),
+    groups: Optional[str] = typer.Option(None, metavar="kmeans:C", help="learn2mix groups without labels: kmeans:C."),
+    batches_per_epoch: Optional[str] = typer.Option(None, metavar="INTEGER", help="learn2mix batches per epoch (default ceil(N/k))."),
+    data_dir: Optional[Path] = typer.Option(None, metavar="DIR", help="Where dataset files live (default ~/.cache/schedgen/data)."),
+    download: bool = typer.Option(False, "--download", metavar=FLAG, help="Fetch missing dataset files."),
+    out_dir: Path = typer.Option(Path("schedules"), metavar="DIR", help="Output and cache directory."),
+    force: bool = typer.Option(False, "--force", metavar=FLAG, help="Rebuild even if the cached store exists."),
+    device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="auto, cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print one JSON object."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar=FLAG, help="No progress bar."),
 ) -> None:
     """Build a schedule (or return the cached one) and print where it is."""
     from .build import BuildConfig, build as run_build
@@ -147,10 +186,10 @@ def build(
         _print(result.to_json(), as_json, human)
 
 
-@app.command()
+@app.command(cls=_Command)
 def info(
-    path: str = typer.Argument(..., help="A schedule store (.zarr) or URL."),
-    as_json: bool = typer.Option(False, "--json"),
+    path: str = typer.Argument(..., metavar="PATH", help=STORE_HELP),
+    as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print one JSON object."),
 ) -> None:
     """Describe a schedule store."""
     from .catalog import info as run_info
@@ -172,13 +211,13 @@ def info(
         _print(d, as_json, human)
 
 
-@app.command()
+@app.command(cls=_Command)
 def verify(
-    path: str = typer.Argument(..., help="A schedule store (.zarr) or URL."),
-    dataset: Optional[str] = typer.Option(None, help="Also check the dataset fingerprint."),
-    split: Optional[str] = typer.Option(None),
-    data_dir: Optional[Path] = typer.Option(None),
-    as_json: bool = typer.Option(False, "--json"),
+    path: str = typer.Argument(..., metavar="PATH", help=STORE_HELP),
+    dataset: Optional[str] = typer.Option(None, metavar="NAME", help="Also check the dataset fingerprint."),
+    split: Optional[str] = typer.Option(None, metavar="train|test", help="The dataset's split (default: the store's)."),
+    data_dir: Optional[Path] = typer.Option(None, metavar="DIR", help="Where dataset files live."),
+    as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print one JSON object."),
 ) -> None:
     """Recompute the digest (and the dataset fingerprint) and compare with the store."""
     from .catalog import verify as run_verify
@@ -189,31 +228,43 @@ def verify(
         _print(d, as_json, human)
 
 
-@app.command("list")
+@app.command("list", cls=_Command)
 def list_(
-    directory: Path = typer.Argument(Path("schedules"), help="Folder of stores."),
-    as_json: bool = typer.Option(False, "--json"),
+    directory: str = typer.Argument("schedules", metavar="DIR", help="A local folder of stores (not a URL)."),
+    verify: bool = typer.Option(False, "--verify", metavar=FLAG, help="Also read every store and recompute its digests (ok/FAILED per row)."),
+    as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print one JSON array."),
 ) -> None:
-    """List the schedule stores in a folder."""
+    """List the schedule stores in a folder (from their attributes, not verified: --verify checks the digests)."""
     from .catalog import list_schedules
 
     with _edge():
-        rows = list_schedules(directory)
-        lines = [
-            f"{r['path']}  ERROR {r['error']}" if "error" in r else
-            f"{r['path']}  {r['method']} k={r['k']} {r['n_batches']} batches {r['dataset']} ({r['split']})"
-            for r in rows
-        ]
-        _print(rows, as_json, "\n".join(lines) if lines else f"no schedule stores in {directory}")
+        rows = list_schedules(directory, verify=verify)
+
+        def line(r):
+            head = r["path"] if "method" not in r else (
+                f"{r['path']}  {r['method']} k={r['k']} {r['n_batches']} batches {r['dataset']} ({r['split']})")
+            if not verify:
+                return f"{head}  ERROR {r['error']}" if "error" in r else head
+            return f"{head}  ok" if r["verified"] else f"{head}  FAILED {r['error']}"
+
+        _print(rows, as_json, "\n".join(map(line, rows)) if rows else f"no schedule stores in {directory}")
+        failed = [r for r in rows if r.get("verified") is False]
+        if failed:
+            typer.echo(f"error: {len(failed)} of {len(rows)} stores failed verification", err=True)
+            raise typer.Exit(code=1)
+        if rows and not verify and not as_json:
+            typer.echo("note: read from attributes only, digests not checked (list --verify checks them)", err=True)
 
 
-@app.command()
+@app.command(cls=_Command)
 def export(
-    path: str = typer.Argument(..., help="A schedule store (.zarr) or URL."),
-    fmt: str = typer.Option("npy", "--format", help="npy (a folder of .npy files) or jsonl (one batch per line)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Destination (default: beside the store)."),
-    force: bool = typer.Option(False, "--force"),
-    as_json: bool = typer.Option(False, "--json"),
+    path: str = typer.Argument(..., metavar="PATH", help=STORE_HELP),
+    fmt: str = typer.Option("npy", "--format", metavar="npy|jsonl", help="npy (a folder of .npy files) or jsonl (one batch per line)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", metavar="PATH",
+        help="Destination (default: beside the store; for a URL, the store's name in the current folder)."),
+    force: bool = typer.Option(False, "--force", metavar=FLAG, help="Replace an existing destination."),
+    as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print one JSON object."),
 ) -> None:
     """Export a schedule for trainers without Zarr."""
     from .catalog import export as run_export
@@ -223,21 +274,24 @@ def export(
         _print({"path": str(out), "format": fmt}, as_json, f"wrote {out}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def plot(
-    path: str = typer.Argument(..., help="A schedule store (.zarr) or URL."),
-    output: Path = typer.Option(..., "--output", "-o", help="PNG file to write."),
-    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="MMD: also draw a seeded random order (needs the dataset)."),
-    seed: str = typer.Option("0", help="Seed of the random baseline."),
-    data_dir: Optional[Path] = typer.Option(None, help="Where the dataset files live."),
-    as_json: bool = typer.Option(False, "--json"),
+    path: str = typer.Argument(..., metavar="PATH", help=STORE_HELP),
+    output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="File to write: .png, .pdf or .svg (the format follows the extension)."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", metavar=FLAG, help="MMD: also draw a seeded random order (needs the dataset)."),
+    seed: str = typer.Option("0", metavar="INTEGER", help="Seed of the random baseline."),
+    data_dir: Optional[Path] = typer.Option(None, metavar="DIR", help="Where the dataset files live."),
+    force: bool = typer.Option(False, "--force", metavar=FLAG, help="Replace an existing file."),
+    as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print one JSON object."),
 ) -> None:
     """Draw a schedule: per-batch MMD² (mmd) or class proportions and losses per epoch (learn2mix)."""
     from .plot import plot_schedule
 
     with _edge():
-        r = plot_schedule(path, output, data_dir=str(data_dir) if data_dir else None, baseline=baseline, seed=seed)
-        summary = ", ".join(f"{k} {v:.3g}" for k, v in r.series.items() if isinstance(v, float))
+        r = plot_schedule(path, output, data_dir=str(data_dir) if data_dir else None, baseline=baseline, seed=seed,
+                          overwrite=force)
+        summary = ", ".join(f"{k} {v:.3g}" if v is not None else f"{k} undefined"
+                            for k, v in r.series.items() if v is None or isinstance(v, float))
         _print({"path": str(r.path), "method": r.method, **r.series}, as_json, f"wrote {r.path}" + (f" ({summary})" if summary else ""))
 
 

@@ -5,6 +5,10 @@
   the dataset; ``baseline=False`` skips it).
 * ``learn2mix`` stores: the class proportions α per class over epochs, and the
   class-wise losses beside them.
+
+The file format follows the output's extension (PNG, PDF or SVG). MMD² is drawn on
+a log axis, or on a symlog axis when some values are <= 0 (float rounding near 0),
+so no batch drops off the curve; a note in the title says so.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ import numpy as np
 from .errors import ParameterError, StoreError
 from .store import Schedule, read_schedule
 
-__all__ = ["PlotResult", "plot_schedule", "random_baseline_mmd2", "BASELINE_STREAM"]
+__all__ = ["PlotResult", "plot_schedule", "draw_schedule", "plot_format", "random_baseline_mmd2", "BASELINE_STREAM", "PLOT_FORMATS"]
+
+#: Output formats, chosen by the output's extension.
+PLOT_FORMATS = ("png", "pdf", "svg")
 
 #: Stream tag of the random baseline's permutation: default_rng([seed, BASELINE_STREAM]).
 BASELINE_STREAM = 0x706C6F74  # "plot"
@@ -72,70 +79,161 @@ def random_baseline_mmd2(schedule: Schedule, *, data_dir=None, seed: int = 0) ->
     return prefix_mmd2(X, kernel, order, offsets, s_tot)
 
 
+def plot_format(out) -> str:
+    """The file format of ``out``, from its extension (one of :data:`PLOT_FORMATS`)."""
+    suffix = Path(out).suffix
+    fmt = suffix.lower().lstrip(".")
+    if fmt not in PLOT_FORMATS:
+        got = f"'{suffix}'" if suffix else "no extension"
+        exts = [f".{f}" for f in PLOT_FORMATS]
+        raise ParameterError(
+            f"plot output {out} must end in {', '.join(exts[:-1])} or {exts[-1]} "
+            f"(the format follows the extension), got {got}"
+        )
+    return fmt
+
+
+def _finite_mean(a: np.ndarray) -> float | None:
+    """Mean of the finite values, or None when there is none (e.g. k = N: one batch, NaN)."""
+    f = np.asarray(a, dtype=np.float64)
+    f = f[np.isfinite(f)]
+    return float(f.mean()) if f.size else None
+
+
+def _markers(n_points: int) -> dict:
+    """Markers on short series, so a one-point curve is still visible."""
+    return {"marker": "o", "markersize": 4} if n_points <= 30 else {}
+
+
+def _draw_mmd(plt, s: Schedule, *, data_dir, baseline: bool, seed: int):
+    series: dict = {}
+    y = np.asarray(s.batch_arrays["batch_mmd2"], dtype=np.float64)
+    curves = [(f"schedule ({s.params.get('solver', '?')})", y, 1.5)]
+    series["schedule_mean_mmd2"] = _finite_mean(y)
+    if baseline:
+        r = np.asarray(random_baseline_mmd2(s, data_dir=data_dir, seed=seed), dtype=np.float64)
+        curves.append((f"random order (seed {seed})", r, 1.0))
+        series["random_mean_mmd2"] = _finite_mean(r)
+    fig, ax = plt.subplots(figsize=(7, 4.6), layout="constrained")
+    x = np.arange(1, len(y) + 1)
+    values = np.concatenate([c[1] for c in curves])
+    values = values[np.isfinite(values)]
+    positive = values[values > 0]
+    note = None
+    if values.size == 0:
+        note = (
+            "nothing to draw: MMD² is undefined (NaN) after the last batch,\nand here (k = N) the only batch is the last"
+            if len(y) == 1 else "nothing to draw: every batch's MMD² is undefined (NaN)"
+        )
+        ax.set_yticks([])
+    elif positive.size == values.size:
+        ax.set_yscale("log")
+    elif positive.size:
+        # MMD² <= 0 (float rounding near 0) cannot sit on a log axis: symlog, linear
+        # below the smallest positive value, so those batches stay on the curve.
+        ax.set_yscale("symlog", linthresh=float(positive.min()))
+        note = (
+            f"{values.size - positive.size} value(s) <= 0 (float rounding near 0): "
+            f"symlog axis, linear within ±{positive.min():.2g}"
+        )
+    else:
+        note = "every MMD² <= 0 (float rounding near 0): linear axis"
+    for label, v, lw in curves:
+        ax.plot(x, v, label=label, lw=lw, alpha=1.0 if lw > 1 else 0.8, **_markers(len(v)))
+    ax.set_xlabel("batch")
+    ax.set_ylabel("MMD²(scheduled, not yet scheduled)")
+    ax.xaxis.set_major_locator(_integer_ticks())
+    ax.set_xlim(0.5, len(y) + 0.5)
+    ds = s.dataset
+    title = f"mmd on {ds.get('name')} ({ds.get('split')}), k={s.k}, kernel {s.params.get('kernel')}"
+    ax.set_title(title + (f"\n{note}" if note else ""), fontsize="medium")
+    fig.legend(loc="outside lower center", ncol=len(curves), fontsize="small")
+    return fig, series
+
+
+def _draw_learn2mix(plt, s: Schedule):
+    alpha = np.asarray(s.epoch_arrays["class_proportions"], dtype=np.float64)
+    losses = s.epoch_arrays.get("class_losses")
+    n_epochs, n_classes = alpha.shape
+    ncols = 2 if losses is not None else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4.8), squeeze=False, layout="constrained")
+    e = np.arange(n_epochs)
+    cmap = plt.get_cmap("tab10" if n_classes <= 10 else "tab20")
+    mk = _markers(n_epochs)
+    for c in range(n_classes):
+        axes[0, 0].plot(e, alpha[:, c], color=cmap(c % cmap.N), label=str(c), **mk)
+        if losses is not None:
+            axes[0, 1].plot(e, losses[:, c], color=cmap(c % cmap.N), **mk)
+    axes[0, 0].set_ylabel("class proportion α (drawn with)")
+    if losses is not None:
+        axes[0, 1].set_ylabel("class-wise mean loss (after the epoch)")
+    for ax in axes[0]:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(_integer_ticks())
+        ax.set_xlim(-0.5, n_epochs - 0.5)
+    ds, p = s.dataset, s.params
+    epochs = "1 epoch (one point per class)" if n_epochs == 1 else f"{n_epochs} epochs"
+    rate = f", γ={p['mixing_rate']}" if "mixing_rate" in p else ""
+    online = ", online record" if p.get("online") else ""
+    fig.suptitle(f"learn2mix on {ds.get('name')} ({ds.get('split')}), k={s.k}{rate}, {epochs}{online}")
+    fig.legend(
+        loc="outside lower center", title="class", fontsize="small", ncol=min(n_classes, 10),
+    )
+    return fig, {"final_alpha": alpha[-1].tolist()}
+
+
+def draw_schedule(s: Schedule, *, data_dir=None, baseline: bool = True, seed: int = 0, where: str | None = None):
+    """The matplotlib figure of schedule ``s`` and its summary numbers: ``(fig, series)``.
+
+    The caller closes ``fig``. ``where`` names the store in errors.
+    """
+    where = where or f"the {s.method} schedule"
+    if s.method not in ("mmd", "learn2mix"):
+        raise ParameterError(f"plot draws mmd and learn2mix schedules, got a {s.method!r} schedule")
+    if s.method == "mmd" and "batch_mmd2" not in s.batch_arrays:
+        raise StoreError(f"{where}: an mmd store without 'batch_mmd2'; nothing to plot")
+    if s.method == "learn2mix" and "class_proportions" not in s.epoch_arrays:
+        raise StoreError(f"{where}: a learn2mix store without 'class_proportions'; nothing to plot")
+    plt = _pyplot()
+    if s.method == "mmd":
+        return _draw_mmd(plt, s, data_dir=data_dir, baseline=baseline, seed=seed)
+    return _draw_learn2mix(plt, s)
+
+
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True, min_n_ticks=1)
+
+
 def plot_schedule(
-    path, out, *, data_dir=None, baseline: bool = True, seed: int | str = 0, overwrite: bool = True
+    path, out, *, data_dir=None, baseline: bool = True, seed: int | str = 0, overwrite: bool = False
 ) -> PlotResult:
-    """Draw ``path``'s schedule to the PNG ``out`` (written atomically). ``seed`` (of the
-    random baseline) may be text, as from the CLI."""
+    """Draw ``path``'s schedule to ``out`` (written atomically), as PNG, PDF or SVG
+    after ``out``'s extension (:data:`PLOT_FORMATS`). An existing ``out`` is refused
+    unless ``overwrite``. ``seed`` (of the random baseline) may be text, as from the CLI.
+
+    Summary numbers in ``series`` are None where undefined (an MMD² mean when no
+    batch has one: a k = N schedule's only batch is NaN by design).
+    """
     from .build import parse_int
 
     seed = parse_int("seed", seed, minimum=0)
-    s = read_schedule(path)
     out = Path(out)
+    fmt = plot_format(out)
     if out.exists() and not overwrite:
-        raise StoreError(f"{out} already exists; expected a new path")
-    plt = _pyplot()
-    series: dict = {}
-    if s.method == "mmd":
-        if "batch_mmd2" not in s.batch_arrays:
-            raise StoreError(f"{path}: an mmd store without 'batch_mmd2'; nothing to plot")
-        fig, ax = plt.subplots(figsize=(7, 4))
-        y = s.batch_arrays["batch_mmd2"]
-        x = np.arange(1, len(y) + 1)
-        label = f"schedule ({s.params.get('solver', '?')})"
-        ax.semilogy(x, np.where(y > 0, y, np.nan), label=label, lw=1.5)
-        series["schedule_mean_mmd2"] = float(np.nanmean(y))
-        if baseline:
-            r = random_baseline_mmd2(s, data_dir=data_dir, seed=seed)
-            ax.semilogy(x, np.where(r > 0, r, np.nan), label=f"random order (seed {seed})", lw=1.0, alpha=0.8)
-            series["random_mean_mmd2"] = float(np.nanmean(r))
-        ax.set_xlabel("batch")
-        ax.set_ylabel("MMD²(scheduled, not yet scheduled)")
-        ds = s.dataset
-        ax.set_title(f"{ds.get('name')} ({ds.get('split')}), k={s.k}, kernel {s.params.get('kernel')}")
-        ax.legend()
-    elif s.method == "learn2mix":
-        if "class_proportions" not in s.epoch_arrays:
-            raise StoreError(f"{path}: a learn2mix store without 'class_proportions'; nothing to plot")
-        alpha = s.epoch_arrays["class_proportions"]
-        losses = s.epoch_arrays.get("class_losses")
-        ncols = 2 if losses is not None else 1
-        fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
-        e = np.arange(alpha.shape[0])
-        cmap = plt.get_cmap("tab10" if alpha.shape[1] <= 10 else "tab20")
-        for c in range(alpha.shape[1]):
-            axes[0, 0].plot(e, alpha[:, c], color=cmap(c % cmap.N), label=str(c))
-            if losses is not None:
-                axes[0, 1].plot(e, losses[:, c], color=cmap(c % cmap.N))
-        axes[0, 0].set_xlabel("epoch")
-        axes[0, 0].set_ylabel("class proportion α")
-        axes[0, 0].legend(title="class", fontsize="small", ncol=2)
-        if losses is not None:
-            axes[0, 1].set_xlabel("epoch")
-            axes[0, 1].set_ylabel("class-wise mean loss (after the epoch)")
-        series["final_alpha"] = alpha[-1].tolist()
-    else:
-        raise ParameterError(f"plot draws mmd and learn2mix schedules, got a {s.method!r} schedule")
-    fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
+        raise StoreError(f"{out} already exists; expected a new path (or pass --force to replace it)")
+    s = read_schedule(path)
+    fig, series = draw_schedule(s, data_dir=data_dir, baseline=baseline, seed=seed, where=str(path))
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp, dpi=120)
+        fig.savefig(tmp, format=fmt, dpi=120)
         os.replace(tmp, out)
     except OSError as exc:
         raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
-        plt.close(fig)
+        _pyplot().close(fig)
         if tmp.exists():
             tmp.unlink()
     return PlotResult(path=out, method=s.method, series=series)

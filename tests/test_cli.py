@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -311,3 +312,38 @@ def test_methods_report_progress_up_to_the_batch_count(tmp_path, method, extra):
     done = [d for d, _ in calls]
     assert calls and {t for _, t in calls} == {r.n_batches}
     assert done == sorted(done) and done[-1] == r.n_batches
+
+
+_HELP_ENV = {"COLUMNS": "200"}  # one line per option
+
+
+@pytest.mark.parametrize("cmd", [[], ["build"], ["info"], ["verify"], ["list"], ["export"], ["plot"]])
+def test_help_shows_no_type_placeholders(cmd):
+    r = runner.invoke(app, [*cmd, "--help"], env=_HELP_ENV)
+    assert r.exit_code == 0, r.stdout
+    for placeholder in ("<str>", "<bool>", "<path>", "<int>", "<float>"):
+        assert placeholder not in r.stdout, (placeholder, r.stdout)
+    assert re.search(r"--help\s+Show this message and exit", r.stdout), r.stdout
+
+
+def test_build_help_flags_take_no_value_and_numbers_say_so():
+    out = runner.invoke(app, ["build", "--help"], env=_HELP_ENV).stdout
+    for flag, text in [("--force", "Rebuild even"), ("--paper-coefficients", "Use the paper"), ("--standardize", "Standardise"),
+                       ("--download", "Fetch missing"), ("--json", "Print one JSON"), ("-q", "No progress bar")]:
+        assert re.search(rf"{flag}\s+{text}", out), (flag, out)  # nothing between a flag and its help
+    for opt, metavar in [("--k", "INTEGER"), ("--seed", "INTEGER"), ("--epochs", "INTEGER"), ("--degree", "INTEGER"),
+                         ("--pca", "INTEGER"), ("--batches-per-epoch", "INTEGER"), ("--coef0", "FLOAT"),
+                         ("--mixing-rate", "FLOAT"), ("--bandwidth", r"SIGMA\|median"), ("--out-dir", "DIR")]:
+        assert re.search(rf"{opt}\s+{metavar}\s", out), (opt, out)
+    plot = runner.invoke(app, ["plot", "--help"], env=_HELP_ENV).stdout
+    assert re.search(r"--force\s+Replace an existing file", plot) and re.search(r"--seed\s+INTEGER\s", plot)
+    assert re.search(r"--no-baseline\s+MMD: also draw", plot)
+    ls = runner.invoke(app, ["list", "--help"], env=_HELP_ENV).stdout
+    assert re.search(r"--verify\s+Also read every store", ls)
+
+
+@pytest.mark.parametrize("k", ["abc", "0", "1.5"])
+def test_numeric_options_are_still_checked_by_schedgen_not_typer(tmp_path, k):
+    r = run("build", "--out-dir", tmp_path, "--k", k, "--method", "random")
+    _one_line_error(r, "k must be an integer")
+    assert r.exit_code == 1 and "Usage" not in r.stdout + r.stderr

@@ -1,0 +1,386 @@
+"""plot, export and list: output formats, edge schedules, URL stores, unwritable folders, --verify."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import http.server
+import json
+import os
+import stat
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from schedgen.build import BuildConfig, build
+from schedgen.catalog import default_export_path, export, list_schedules
+from schedgen.cli import app
+from schedgen.errors import ParameterError, StoreError
+from schedgen.plot import draw_schedule, plot_schedule
+from schedgen.store import Schedule, read_schedule, write_schedule
+
+pytest.importorskip("matplotlib")
+
+runner = CliRunner()
+
+
+def run(*args, **kw):
+    return runner.invoke(app, [str(a) for a in args], **kw)
+
+
+def _one_line_error(r, *needles) -> str:
+    assert r.exit_code == 1, (r.exit_code, r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "Traceback" not in r.stdout + r.stderr
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Digits stores: mmd k=50, mmd k=N (one batch), learn2mix with 1 and 3 epochs."""
+    d = tmp_path_factory.mktemp("stores")
+    cfg = dict(dataset="digits", out_dir=d)
+    return {
+        "mmd": build(BuildConfig(k=50, **cfg)).path,
+        "mmd_kN": build(BuildConfig(k=1437, **cfg)).path,
+        "l2m_1": build(BuildConfig(k=50, method="learn2mix", epochs=1, **cfg)).path,
+        "l2m_3": build(BuildConfig(k=50, method="learn2mix", epochs=3, **cfg)).path,
+    }
+
+
+def _mmd_toy(batch_mmd2) -> Schedule:
+    """An mmd-method schedule of 10 samples in batches of 2 with the given per-batch MMD²."""
+    return Schedule(
+        indices=np.arange(10, dtype=np.int64),
+        batch_offsets=np.arange(0, 11, 2, dtype=np.int64),
+        epoch_offsets=np.array([0, 5], dtype=np.int64),
+        method="mmd",
+        params={"solver": "swap", "kernel": "rbf"},
+        dataset={"name": "toy", "split": "train", "n_samples": 10, "n_classes": 2, "fingerprint": "f" * 64},
+        k=2,
+        batch_arrays={"batch_mmd2": np.asarray(batch_mmd2, dtype=np.float64)},
+    )
+
+
+# ----------------------------------------------------------------------------- plot: formats
+
+
+@pytest.mark.parametrize("name, magic", [("p.png", b"\x89PNG"), ("p.pdf", b"%PDF"), ("p.svg", b"<?xml"),
+                                         ("p.SVG", b"<?xml")])
+def test_plot_format_follows_the_extension(stores, tmp_path, name, magic):
+    r = run("plot", stores["l2m_3"], "-o", tmp_path / name)
+    assert r.exit_code == 0, r.stderr
+    data = (tmp_path / name).read_bytes()
+    assert data.startswith(magic), data[:16]
+    if magic == b"<?xml":
+        assert b"<svg" in data[:1000]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary left
+
+
+@pytest.mark.parametrize("name, got", [("p.jpg", "got '.jpg'"), ("p", "got no extension"),
+                                       ("p.png.bak", "got '.bak'")])
+def test_plot_refuses_unknown_or_missing_extension(stores, tmp_path, name, got):
+    err = _one_line_error(run("plot", stores["l2m_3"], "-o", tmp_path / name),
+                          f"plot output {tmp_path / name} must end in .png, .pdf or .svg "
+                          "(the format follows the extension)", got)
+    assert err.endswith(got)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_refuses_an_existing_file_without_force(stores, tmp_path):
+    out = tmp_path / "p.png"
+    out.write_bytes(b"keep me")
+    _one_line_error(run("plot", stores["l2m_3"], "-o", out),
+                    f"{out} already exists; expected a new path (or pass --force to replace it)")
+    assert out.read_bytes() == b"keep me"
+    with pytest.raises(StoreError, match="already exists"):
+        plot_schedule(stores["l2m_3"], out)  # the library's default too
+    r = run("plot", stores["l2m_3"], "-o", out, "--force")
+    assert r.exit_code == 0, r.stderr
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
+# ----------------------------------------------------------------------------- plot: learn2mix
+
+
+def _xticks_in_view(ax):
+    lo, hi = ax.get_xlim()
+    return [t for t in ax.get_xticks() if lo <= t <= hi]
+
+
+def test_learn2mix_plot_has_title_integer_epochs_and_legend_outside(stores):
+    fig, _ = draw_schedule(read_schedule(stores["l2m_3"]))
+    try:
+        assert fig._suptitle is not None
+        title = fig._suptitle.get_text()
+        assert title.startswith("learn2mix on digits (train), k=50") and "3 epochs" in title
+        fig.canvas.draw()
+        assert len(fig.legends) == 1
+        legend = fig.legends[0].get_window_extent()
+        for ax in fig.axes:
+            ticks = _xticks_in_view(ax)
+            assert ticks == [0, 1, 2], ticks
+            assert ax.get_legend() is None
+            assert not legend.overlaps(ax.get_window_extent()), "the legend covers an axes"
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_one_epoch_learn2mix_draws_visible_points(stores):
+    fig, series = draw_schedule(read_schedule(stores["l2m_1"]))
+    try:
+        assert "1 epoch (one point per class)" in fig._suptitle.get_text()
+        for ax in fig.axes:
+            lines = ax.get_lines()
+            assert len(lines) == 10
+            for line in lines:
+                assert line.get_marker() == "o" and len(line.get_xdata()) == 1
+                assert np.isfinite(line.get_ydata()).all()
+            assert _xticks_in_view(ax) == [0]
+        assert len(series["final_alpha"]) == 10
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- plot: mmd edge cases
+
+
+def test_k_equal_n_plot_has_no_warning_and_undefined_means(stores, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Mean of empty slice" would fail here
+        r = plot_schedule(stores["mmd_kN"], tmp_path / "k.png")
+    assert r.series == {"schedule_mean_mmd2": None, "random_mean_mmd2": None}
+    cli = run("plot", stores["mmd_kN"], "-o", tmp_path / "k2.png", "--json")
+    assert cli.exit_code == 0 and cli.stderr == "", cli.stderr
+    d = json.loads(cli.stdout)  # strict JSON: no NaN
+    assert d["schedule_mean_mmd2"] is None and d["random_mean_mmd2"] is None
+    human = run("plot", stores["mmd_kN"], "-o", tmp_path / "k3.png")
+    assert human.exit_code == 0 and human.stderr == ""
+    assert "schedule_mean_mmd2 undefined, random_mean_mmd2 undefined" in human.stdout
+
+
+def test_k_equal_n_plot_says_why_it_is_empty(stores):
+    fig, _ = draw_schedule(read_schedule(stores["mmd_kN"]), baseline=False)
+    try:
+        assert "MMD² is undefined (NaN) after the last batch" in fig.axes[0].get_title()
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_mmd_plot_means(stores, tmp_path):
+    r = plot_schedule(stores["mmd"], tmp_path / "m.png")
+    y = read_schedule(stores["mmd"]).batch_arrays["batch_mmd2"]
+    assert r.series["schedule_mean_mmd2"] == pytest.approx(float(np.nanmean(y)))
+    assert r.series["random_mean_mmd2"] > r.series["schedule_mean_mmd2"]
+
+
+@pytest.mark.parametrize("values, scale", [
+    ([3e-3, 1e-3, 2e-4, -1e-18, np.nan], "symlog"),
+    ([3e-3, 0.0, 2e-4, 1e-4, np.nan], "symlog"),
+    ([-1e-17, 0.0, -2e-18, 0.0, np.nan], "linear"),
+    ([3e-3, 1e-3, 2e-4, 1e-4, np.nan], "log"),
+])
+def test_nonpositive_mmd2_stays_on_the_curve(values, scale):
+    fig, series = draw_schedule(_mmd_toy(values), baseline=False)
+    try:
+        ax = fig.axes[0]
+        assert ax.get_yscale() == scale
+        (line,) = ax.get_lines()
+        np.testing.assert_array_equal(line.get_ydata(), values)  # nothing masked away
+        if scale != "log":
+            assert "<= 0 (float rounding near 0)" in ax.get_title()
+        finite = [v for v in values if np.isfinite(v)]
+        assert series["schedule_mean_mmd2"] == pytest.approx(np.mean(finite))
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_nonpositive_mmd2_png_is_written_without_warnings(tmp_path):
+    path = write_schedule(_mmd_toy([3e-3, 1e-3, -1e-18, 1e-4, np.nan]), tmp_path / "toy.zarr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_schedule(path, tmp_path / "toy.png", baseline=False)
+    assert (tmp_path / "toy.png").read_bytes().startswith(b"\x89PNG")
+
+
+# ----------------------------------------------------------------------------- export / list of URL stores
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def served(stores):
+    """Serve the stores' folder on 127.0.0.1; yield the URL of the mmd store."""
+    pytest.importorskip("fsspec")
+    pytest.importorskip("aiohttp")
+    root = Path(stores["mmd"]).parent
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{Path(stores['mmd']).name}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("npy", ".npy.d"), ("jsonl", ".jsonl")])
+def test_export_of_a_url_store_writes_its_base_name_in_the_current_folder(stores, served, tmp_path, monkeypatch,
+                                                                         fmt, suffix):
+    monkeypatch.chdir(tmp_path)
+    r = run("export", served, "--format", fmt, "--json")
+    assert r.exit_code == 0, r.stderr
+    expected = Path(stores["mmd"]).name.removesuffix(".zarr") + suffix
+    assert json.loads(r.stdout)["path"] == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == [expected]  # no ./http:/... tree
+    s = read_schedule(stores["mmd"])
+    if fmt == "npy":
+        np.testing.assert_array_equal(np.load(tmp_path / expected / "indices.npy"), s.indices)
+    else:
+        lines = (tmp_path / expected).read_text().splitlines()
+        np.testing.assert_array_equal(np.concatenate([json.loads(x)["indices"] for x in lines]), s.indices)
+    _one_line_error(run("export", served, "--format", fmt), f"{expected} already exists")
+
+
+@pytest.mark.parametrize("url, name", [
+    ("http://h/a/X.zarr", "X.npy.d"),
+    ("http://h/a/X.zarr/", "X.npy.d"),
+    ("s3://bucket/deep/path/Y.zarr", "Y.npy.d"),
+    ("http://h/a/my%20store.zarr?x=1", "my store.npy.d"),
+])
+def test_default_export_name_of_urls(url, name):
+    assert default_export_path(url, "npy") == Path(name)
+    assert default_export_path(url, "jsonl") == Path(name.removesuffix(".npy.d") + ".jsonl")
+
+
+def test_default_export_path_of_local_and_file_url_stores(tmp_path):
+    assert default_export_path(tmp_path / "a.zarr", "npy") == tmp_path / "a.npy.d"
+    assert default_export_path(f"file://{tmp_path}/a.zarr", "jsonl") == tmp_path / "a.jsonl"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/", "s3://bucket"])
+def test_export_of_a_url_without_a_name_asks_for_output(url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParameterError, match=r"cannot name the export of .*: expected a URL ending in a store "
+                                             r"name \(e\.g\. \.\.\./X\.zarr\), got none; pass -o/--output PATH"):
+        export(url, fmt="npy")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_list_of_a_url_says_it_needs_a_local_folder(served, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = served.rsplit("/", 1)[0]
+    err = _one_line_error(run("list", base), f"cannot list {base}: list needs a local folder of .zarr stores, got a URL",
+                          "schedgen info URL")
+    assert "no schedule stores" not in err
+    with pytest.raises(ParameterError, match="list needs a local folder"):
+        list_schedules(base)
+
+
+# ----------------------------------------------------------------------------- export into unwritable folders
+
+
+@pytest.mark.parametrize("fmt", ["npy", "jsonl"])
+@pytest.mark.parametrize("sub", ["x", "deeper/x"])
+def test_export_under_a_regular_file_is_one_clean_error(stores, tmp_path, fmt, sub):
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / (sub + (".npy.d" if fmt == "npy" else ".jsonl"))
+    _one_line_error(run("export", stores["mmd"], "--format", fmt, "-o", out), f"cannot write {out}: Not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_export_npy_permission_denied_is_one_clean_error(stores, tmp_path, monkeypatch):
+    out = tmp_path / "x.npy.d"
+    real_mkdir = os.mkdir
+
+    def refuse(path, *a, **kw):  # what a read-only folder does to a non-root user
+        if Path(path).name.startswith(".x.npy.d.tmp-"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_mkdir(path, *a, **kw)
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    _one_line_error(run("export", stores["mmd"], "-o", out), f"cannot write {out}: Permission denied")
+    with pytest.raises(StoreError, match=r"^cannot write .*x\.npy\.d: Permission denied$"):
+        export(stores["mmd"], out)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permissions")
+@pytest.mark.parametrize("fmt", ["npy", "jsonl"])
+def test_export_into_chmod_read_only_folder(stores, tmp_path, fmt):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)  # 0o500
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("this user (root?) can write to a 0o500 directory; covered by the simulated test")
+        out = ro / ("x.npy.d" if fmt == "npy" else "x.jsonl")
+        _one_line_error(run("export", stores["mmd"], "--format", fmt, "-o", out),
+                        f"cannot write {out}: Permission denied")
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o700)
+
+
+# ----------------------------------------------------------------------------- list --verify
+
+
+def _truncate_a_chunk(store: Path) -> None:
+    chunk = next(p for p in sorted((store / "indices" / "c").rglob("*")) if p.is_file())
+    chunk.write_bytes(chunk.read_bytes()[:5])
+
+
+def test_list_verify_finds_a_truncated_store_that_plain_list_shows_healthy(tmp_path):
+    good = build(BuildConfig(dataset="digits", k=100, method="random", out_dir=tmp_path)).path
+    bad = build(BuildConfig(dataset="digits", k=200, method="random", out_dir=tmp_path)).path
+    _truncate_a_chunk(bad)
+
+    plain = run("list", tmp_path)
+    assert plain.exit_code == 0
+    assert "ERROR" not in plain.stdout and "FAILED" not in plain.stdout  # attributes look fine
+    assert "digests not checked (list --verify checks them)" in plain.stderr
+    assert "not verified" in run("list", "--help", env={"COLUMNS": "200"}).stdout
+
+    r = run("list", tmp_path, "--verify")
+    assert r.exit_code == 1
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2
+    by_path = {line.split("  ")[0]: line for line in lines}
+    assert by_path[str(good)].endswith("  ok")
+    assert "  FAILED " in by_path[str(bad)] and str(bad) in by_path[str(bad)]
+    assert r.stderr.strip() == "error: 1 of 2 stores failed verification"
+
+    rows = {row["path"]: row for row in json.loads(run("list", tmp_path, "--verify", "--json").stdout)}
+    assert rows[str(good)]["verified"] is True and "error" not in rows[str(good)]
+    assert rows[str(bad)]["verified"] is False and str(bad) in rows[str(bad)]["error"]
+    assert rows[str(bad)]["method"] == "random"  # the attributes are still listed
+
+
+def test_list_verify_all_ok_and_unreadable_rows(tmp_path):
+    good = build(BuildConfig(dataset="digits", k=100, method="random", out_dir=tmp_path)).path
+    r = run("list", tmp_path, "--verify")
+    assert r.exit_code == 0 and r.stderr == ""
+    assert r.stdout.strip() == f"{good}  random k=100 15 batches digits (train)  ok"
+    (tmp_path / "junk.zarr").mkdir()
+    rows = list_schedules(tmp_path, verify=True)
+    assert [row["verified"] for row in rows] == [True, False] and "error" in rows[1]
+    assert "verified" not in list_schedules(tmp_path)[0]
