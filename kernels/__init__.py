@@ -15,10 +15,12 @@ from .backend import get_namespace, resolve_device, to_device, to_numpy
 from .bandwidth import (
     FALLBACK_BANDWIDTH,
     SUBSAMPLE_STREAM,
+    is_numerically_constant,
     is_numerically_diagonal,
     median_bandwidth,
     median_offdiag,
     median_sq_distance,
+    numerical_degeneracy,
     subsample_indices,
 )
 from .blocked import RowSums, block_sums, default_blocks, gram, row_sums
@@ -51,6 +53,8 @@ __all__ = [
     "median_bandwidth",
     "median_offdiag",
     "is_numerically_diagonal",
+    "is_numerically_constant",
+    "numerical_degeneracy",
     "subsample_indices",
     "SUBSAMPLE_STREAM",
     "FALLBACK_BANDWIDTH",

@@ -1,4 +1,4 @@
-"""The median heuristic for the RBF bandwidth, and the "numerically diagonal" check.
+"""The median heuristic for the RBF bandwidth, and the "numerically diagonal/constant" checks.
 
 Both look at the same fixed subsample: all samples when N <= max_samples,
 otherwise ``max_samples`` rows drawn without replacement by
@@ -30,6 +30,8 @@ __all__ = [
     "median_bandwidth",
     "median_offdiag",
     "is_numerically_diagonal",
+    "is_numerically_constant",
+    "numerical_degeneracy",
 ]
 
 #: Second word of the subsample's seed sequence ("mmd" in ASCII).
@@ -37,7 +39,8 @@ SUBSAMPLE_STREAM = 0x6D6D64
 #: σ returned when the median squared distance is 0 (e.g. constant data).
 FALLBACK_BANDWIDTH = 1.0
 #: A kernel is numerically diagonal when its median |off-diagonal| value is below
-#: this fraction of its median diagonal value.
+#: this fraction of its median diagonal value, and numerically constant when its
+#: median squared feature-space distance between samples is.
 DIAGONAL_TOL = 1e-6
 
 
@@ -86,10 +89,16 @@ def median_sq_distance(X: Any, *, seed: int = 0, max_samples: int = 2000) -> flo
     Y = _subsample64(X, seed, max_samples)
     if Y.shape[0] < 2:
         return 0.0
-    sq = np.einsum("ij,ij->i", Y, Y)
-    with pinned_blas():  # the same bits for any BLAS thread count (see _parallel)
-        G = Y @ Y.T
-    D2 = sq[:, None] + sq[None, :] - 2.0 * G
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", Y, Y)
+        if not np.isfinite(sq).all():  # only float64 data beyond ~1e154 gets here
+            raise ParameterError(
+                "features overflow float64 in the squared distances of the median heuristic: expected every "
+                f"||x||^2 <= {np.finfo(np.float64).max:.3g}, got max |x| = {np.abs(Y).max():.3g}; rescale the features"
+            )
+        with pinned_blas():  # the same bits for any BLAS thread count (see _parallel)
+            G = Y @ Y.T
+        D2 = sq[:, None] + sq[None, :] - 2.0 * G
     np.maximum(D2, 0.0, out=D2)
     return float(np.median(_upper(D2)))
 
@@ -117,12 +126,16 @@ def median_bandwidth(X: Any, *, seed: int = 0, max_samples: int = 2000) -> float
     return math.sqrt(m / 2.0)
 
 
-def _offdiag_and_diag(kernel: Kernel, X: Any, seed: int, max_samples: int):
+def _subsample_gram(kernel: Kernel, X: Any, seed: int, max_samples: int) -> np.ndarray:
     if not isinstance(kernel, Kernel):
         raise ParameterError(f"kernel must be a schedgen.kernels kernel, got {type(kernel).__name__}")
     Y = _subsample64(X, seed, max_samples)
     with pinned_blas():
-        K = kernel.block(Y, Y)
+        return kernel.block(Y, Y)
+
+
+def _offdiag_and_diag(kernel: Kernel, X: Any, seed: int, max_samples: int):
+    K = _subsample_gram(kernel, X, seed, max_samples)
     return _upper(K), np.diagonal(K)
 
 
@@ -141,7 +154,45 @@ def is_numerically_diagonal(
     (diagonal 1) that is "median off-diagonal value below 1e-6". False with fewer
     than two samples.
     """
-    off, diag = _offdiag_and_diag(kernel, X, seed, max_samples)
-    if off.size == 0:
-        return False
-    return bool(np.median(np.abs(off)) < tol * np.median(np.abs(diag)))
+    return numerical_degeneracy(kernel, X, seed=seed, max_samples=max_samples, tol=tol) == "diagonal"
+
+
+def is_numerically_constant(
+    kernel: Kernel, X: Any, *, seed: int = 0, max_samples: int = 2000, tol: float = DIAGONAL_TOL
+) -> bool:
+    """Whether the kernel is numerically constant on the subsample: it maps the samples
+    to (nearly) one point of its feature space, so every MMD² is (nearly) 0.
+
+    True when the median squared feature-space distance
+    ``K(x_i, x_i) + K(x_j, x_j) - 2 K(x_i, x_j)`` (i < j) is ``< tol · median |K(x_i, x_i)|``;
+    for RBF that is ``2(1 - K) < 1e-6``, e.g. a bandwidth far above the data's scale.
+    False with fewer than two samples.
+    """
+    return numerical_degeneracy(kernel, X, seed=seed, max_samples=max_samples, tol=tol) == "constant"
+
+
+def numerical_degeneracy(
+    kernel: Kernel, X: Any, *, seed: int = 0, max_samples: int = 2000, tol: float = DIAGONAL_TOL
+) -> str | None:
+    """``"diagonal"`` (:func:`is_numerically_diagonal`), ``"constant"``
+    (:func:`is_numerically_constant`) or None, from one kernel block of the subsample.
+
+    The two cannot both hold while the median diagonal value is > 0 (an off-diagonal
+    value near the diagonal's is not near 0). Either way MMD² no longer tells batches
+    apart and a schedule would follow rounding noise or tie-breaking.
+    """
+    K = _subsample_gram(kernel, X, seed, max_samples)
+    if K.shape[0] < 2:
+        return None
+    diag = np.diagonal(K)
+    scale = tol * float(np.median(np.abs(diag)))
+    iu = np.triu_indices(K.shape[0], k=1)
+    off = K[iu]
+    if float(np.median(np.abs(off))) < scale:
+        return "diagonal"
+    off *= -2.0
+    off += diag[iu[0]]
+    off += diag[iu[1]]
+    if float(np.median(off)) < scale:
+        return "constant"
+    return None

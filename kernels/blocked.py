@@ -96,12 +96,16 @@ def _given_sq(kernel: Kernel, X: Any, sq: Any) -> Any:
 
 
 def _operand(kernel: Kernel, X: Any, idx: Any, sq: Any, side: str) -> Any:
-    """``_lhs``/``_rhs`` of the rows ``X[idx]``; norms from ``sq`` or of the gathered rows only."""
+    """``_lhs``/``_rhs`` of the rows ``X[idx]``; norms from ``sq`` or of the gathered rows only.
+
+    The rows are range-checked first (:meth:`Kernel.check_range`): a product of two
+    operands that each passed cannot overflow."""
     Xi = X[idx]
     sqi = None
     if kernel.uses_sq:
         # Row norms do not depend on the other rows: same bits as sq_norms(X)[idx].
         sqi = sq[idx] if sq is not None else sq_norms(Xi)
+    kernel.check_range(Xi, sq=sqi)
     return kernel._lhs(Xi, sqi) if side == "lhs" else kernel._rhs(Xi, sqi)
 
 
@@ -203,6 +207,13 @@ def row_sums(
     -------
     RowSums
         ``(s, neg)``, float64 NumPy arrays of shape (n_samples,).
+
+    Raises
+    ------
+    ParameterError
+        For non-finite X; for features or parameters on which the kernel overflows
+        X's dtype (:meth:`Kernel.check_range`, before any tile); and, as a last guard,
+        for row sums that are not finite.
     """
     _check_kernel(kernel)
     X = as_float_matrix(X)
@@ -213,6 +224,7 @@ def row_sums(
     br, bc = _blocks(X, xp, block_rows, block_cols)
     n = X.shape[0]
     sq = sq_norms(X) if kernel.uses_sq else None
+    kernel.check_range(X, sq=sq)
     L = kernel._lhs(X, sq)
     R = kernel._rhs(X, sq)
     s = xp.zeros(n, dtype=xp.float64)
@@ -224,7 +236,16 @@ def row_sums(
 
     size = min(br, n) * min(bc, n)
     _execute(xp, task, range(0, n, br), _state_maker(kernel, xp, X.dtype, size), n_jobs)
-    return RowSums(to_numpy(s), np.zeros(n) if neg is None else to_numpy(neg))
+    s, neg = to_numpy(s), np.zeros(n) if neg is None else to_numpy(neg)
+    # O(N) on the results: check_range makes this unreachable for RBF and Polynomial,
+    # but an overflowed sum must never reach the selection loop as if it were data.
+    if not (np.isfinite(s).all() and np.isfinite(neg).all()):
+        bad = int(np.count_nonzero(~np.isfinite(s)) + np.count_nonzero(~np.isfinite(neg)))
+        raise ParameterError(
+            f"kernel row sums must be finite, got {bad} NaN or infinite values with {kernel.params()} "
+            f"on {X.dtype} features: the kernel overflows; rescale the features or change the kernel's parameters"
+        )
+    return RowSums(s, neg)
 
 
 def block_sums(

@@ -11,7 +11,11 @@ passes over memory that is still in cache::
 * Polynomial: ``lhs = [s·x, c]``, ``rhs = [y, 1]``; finish = integer power.
 
 Blocks are computed in the floating dtype of the data (float32 stays float32,
-float64 stays float64, anything else is promoted to float64).
+float64 stays float64, anything else is promoted to float64). Before values are
+computed, :meth:`Kernel.check_range` bounds every intermediate of the recipe from
+the largest squared row norm (O(N·D), no kernel value formed) and refuses data or
+parameters that would overflow that dtype: an overflowed exponent or power turns
+into inf, NaN or a silent 0, never into a usable schedule.
 """
 
 from __future__ import annotations
@@ -68,15 +72,18 @@ def sq_norms(X: Any) -> Any:
     -------
     array of shape (n_samples,)
         Same namespace as X; float32 for float32 X, else float64. Compute once and
-        pass it as ``sq=`` / ``sq_rows=`` / ``sq_cols=`` in hot loops.
+        pass it as ``sq=`` / ``sq_rows=`` / ``sq_cols=`` in hot loops. A norm beyond
+        the dtype's range is inf (without a NumPy warning): :meth:`RBF.check_range`
+        refuses it with a message naming the cause.
     """
     X = as_float_matrix(X)
     xp = get_namespace(X)
     n = X.shape[0]
     out = xp.empty(n, dtype=X.dtype)
-    for a in range(0, n, _NORM_CHUNK):
-        chunk = X[a : a + _NORM_CHUNK].astype(xp.float64)
-        out[a : a + _NORM_CHUNK] = xp.sum(chunk * chunk, axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a in range(0, n, _NORM_CHUNK):
+            chunk = X[a : a + _NORM_CHUNK].astype(xp.float64)
+            out[a : a + _NORM_CHUNK] = xp.sum(chunk * chunk, axis=1)
     return out
 
 
@@ -88,6 +95,34 @@ def _sq_norms64(X: Any) -> Any:
         chunk = X[a : a + _NORM_CHUNK].astype(xp.float64)
         out[a : a + _NORM_CHUNK] = xp.sum(chunk * chunk, axis=1)
     return out
+
+
+def _max_sq64(X: Any) -> float:
+    """The largest squared row norm, accumulated in float64, as a host float (0.0 without
+    rows; inf when it overflows even float64)."""
+    if X.shape[0] == 0:
+        return 0.0
+    xp = get_namespace(X)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(xp.max(_sq_norms64(X)))
+
+
+def _max_abs(X: Any) -> float:
+    xp = get_namespace(X)
+    return float(xp.max(xp.abs(X))) if X.size else 0.0
+
+
+def _dtype_limits(X: Any) -> tuple[str, float]:
+    dt = np.dtype(X.dtype)
+    return dt.name, float(np.finfo(dt).max)
+
+
+def _round_up(v: float) -> float:
+    """``v`` rounded up to two significant digits (a bound that, quoted, still holds)."""
+    if not (v > 0 and math.isfinite(v)):
+        return v
+    step = 10.0 ** (math.floor(math.log10(v)) - 1)
+    return math.ceil(v / step * (1 - 1e-12)) * step
 
 
 def _check_sq(sq: Any, X: Any, name: str) -> Any:
@@ -138,6 +173,28 @@ class Kernel(ABC):
     def diag(self, X: Any) -> Any:
         """``K(x_i, x_i)`` as float64, shape (n_samples,), in X's namespace."""
 
+    def check_range(self, X: Any, *, sq: Any = None) -> None:
+        """Refuse data on which computing this kernel in X's dtype would overflow.
+
+        Called by every routine before it forms kernel values (:meth:`block`,
+        :func:`~schedgen.kernels.row_sums`, ``block_sums``, ``gram``,
+        :class:`~schedgen.kernels.WorkingSet`), on the rows it is about to use;
+        a pair of rows is safe when each of them is. Costs O(n·D) (O(n) for RBF
+        with ``sq``), never a kernel value.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+        sq : array of shape (n_samples,), optional
+            ``sq_norms(X)`` in X's dtype, when the caller has it.
+
+        Raises
+        ------
+        ParameterError
+            Naming the cause (the features' scale or a parameter), what was
+            expected and what was received. The base class accepts everything.
+        """
+
     @abstractmethod
     def _lhs(self, X: Any, sq: Any) -> Any:
         """Left GEMM operand, shape (n, D + a), in X's dtype."""
@@ -184,6 +241,8 @@ class Kernel(ABC):
         if self.uses_sq:
             sq_rows = _check_sq(sq_rows, X_rows, "sq_rows").astype(dtype, copy=False)
             sq_cols = _check_sq(sq_cols, X_cols, "sq_cols").astype(dtype, copy=False)
+        self.check_range(X_rows, sq=sq_rows)
+        self.check_range(X_cols, sq=sq_cols)
         out = xp.matmul(self._lhs(X_rows, sq_rows), self._rhs(X_cols, sq_cols).T)
         scratch = xp.empty_like(out) if self.needs_scratch else None
         self._finish(out, scratch, xp)
@@ -223,6 +282,37 @@ class RBF(Kernel):
         X = as_float_matrix(X)
         xp = get_namespace(X)
         return xp.ones(X.shape[0], dtype=xp.float64)
+
+    def check_range(self, X: Any, *, sq: Any = None) -> None:
+        """Refuse features or a bandwidth for which the GEMM recipe overflows X's dtype.
+
+        With m = max ‖x‖² over the rows and γ = 1/(2σ²), the recipe forms ‖x‖² in X's
+        dtype, the operand entries 2γx and -γ‖x‖², and partial sums of
+        ``2γxᵀy - γ‖x‖² - γ‖y‖²`` bounded by 4γm (‖x - y‖² <= 4m). All are finite when
+        ``m <= max``, ``2γ <= max`` and ``4γm <= max`` (max: the dtype's largest value).
+        Past these the exponent becomes -inf or NaN: K = 0 or NaN everywhere.
+        """
+        X = as_float_matrix(X)
+        if X.shape[0] == 0:
+            return
+        xp = get_namespace(X)
+        dt, fmax = _dtype_limits(X)
+        m = float(xp.max(sq)) if sq is not None else _max_sq64(X)
+        if not m <= fmax:  # inf or NaN included
+            m = _max_sq64(X)
+            raise ParameterError(
+                f"features overflow {dt} in the RBF kernel's squared distances: expected every ||x||^2 <= "
+                f"{fmax:.3g}, got max ||x||^2 = {m:.3g} (max |x| = {_max_abs(X):.3g}); "
+                "rescale the features (e.g. --standardize)"
+            )
+        g = self.gamma
+        if not (2.0 * g <= fmax and 4.0 * g * m <= fmax):
+            low = _round_up(max(math.sqrt(2.0 * m / fmax), 1.0 / math.sqrt(fmax)))
+            raise ParameterError(
+                f"bandwidth is too small for these features: the RBF exponent ||x - y||^2 / (2 sigma^2) can reach "
+                f"{max(4.0 * g * m, 2.0 * g):.3g}, beyond {dt}'s {fmax:.3g} (max ||x||^2 = {m:.3g}); expected a "
+                f"bandwidth >= {low:.2g}, got {self.sigma:.3g}; pass --bandwidth median or a larger --bandwidth"
+            )
 
     def _lhs(self, X, sq):
         xp = get_namespace(X)
@@ -271,12 +361,23 @@ def _ipow(tile, degree: int, scratch, xp) -> None:
 class Polynomial(Kernel):
     """Polynomial kernel ``K(x, y) = (s·xᵀy + c)^d``.
 
+    Positive semi-definite (PSD) for every data set exactly when c >= 0, which MMD
+    needs (with a kernel that is not PSD, MMD² can be negative and the schedule's
+    objective means nothing), so ``coef0 < 0`` is refused:
+
+    * c >= 0 suffices: ``(s·xᵀy + c)^d = Σ_k C(d,k) c^(d-k) s^k (xᵀy)^k``, and each
+      ``(xᵀy)^k`` is PSD (Schur product theorem), with coefficients >= 0;
+    * c < 0 fails on some data: for odd d, a sample at the origin has
+      ``K(0, 0) = c^d < 0``; for even d, a sample with ``s‖x‖² = -c`` has
+      ``K(x, x) = 0`` and a second sample y with ``s·xᵀy ≠ -c`` gives the 2 × 2
+      Gram matrix ``[[0, a], [a, b]]``, a ≠ 0, whose determinant is ``-a² < 0``.
+
     Parameters
     ----------
     degree : int
         d >= 1 (an ``int``; ``bool`` and floats are rejected).
     coef0 : float
-        c, finite.
+        c, finite and >= 0 (see above).
     scale : float or None
         s, finite and > 0; ``None`` means ``1/n_features``, resolved at call time
         (and stored as ``null`` by :meth:`params`).
@@ -296,7 +397,12 @@ class Polynomial(Kernel):
         c = self.coef0
         if isinstance(c, bool) or not isinstance(c, numbers.Real) or not math.isfinite(float(c)):
             raise ParameterError(f"coef0 must be a finite number, got {c!r}")
-        object.__setattr__(self, "coef0", float(c))
+        if float(c) < 0:
+            raise ParameterError(
+                "coef0 must be >= 0: with coef0 < 0 the polynomial kernel is not positive semi-definite "
+                f"and MMD^2 can be negative, got {float(c)!r}"
+            )
+        object.__setattr__(self, "coef0", float(c) + 0.0)  # -0.0 -> 0.0: one cache key
         if self.scale is not None:
             object.__setattr__(self, "scale", _positive_finite(self.scale, "scale"))
 
@@ -315,6 +421,46 @@ class Polynomial(Kernel):
     def diag(self, X: Any) -> Any:
         X = as_float_matrix(X)
         return (self.resolved_scale(X.shape[1]) * _sq_norms64(X) + self.coef0) ** self.degree
+
+    def check_range(self, X: Any, *, sq: Any = None) -> None:
+        """Refuse features, degree or coef0 for which kernel values overflow X's dtype.
+
+        By Cauchy-Schwarz ``|s·xᵀy + c| <= s·m + |c|`` (m = max ‖x‖²), so every value,
+        every partial sum of the GEMM and every intermediate power of ``_ipow`` is at
+        most ``(s·m + |c|)^d`` in magnitude (the largest diagonal value); the operand
+        entries ``s·x`` at most ``s·√m``. Both must fit the dtype.
+        """
+        X = as_float_matrix(X)
+        n, dim = X.shape
+        if n == 0:
+            return
+        dt, fmax = _dtype_limits(X)
+        s, c, d = self.resolved_scale(dim), abs(self.coef0), self.degree
+        m = _max_sq64(X)
+        base = s * m + c  # Python floats: inf, never an exception
+        log_max = math.log(fmax)
+        log_peak = d * math.log(base) if base > 0 else -math.inf
+        if log_peak <= log_max and s * math.sqrt(m) <= fmax:
+            return
+        if not math.isfinite(log_peak):
+            shown = "inf"
+        elif log_peak < 700:
+            shown = f"{math.exp(log_peak):.3g}"
+        else:
+            shown = f"about 1e+{log_peak / math.log(10):.0f}"
+        term = f"x.y/{dim}" if self.scale is None else f"{s:g}*x.y"
+        advice = []
+        if base > 1 and math.isfinite(base) and log_max / math.log(base) >= 1:
+            advice.append(f"lower --degree (at most {math.floor(log_max / math.log(base))} with these features and coef0)")
+        room = fmax ** (1.0 / d) - s * m
+        if room > 0:
+            advice.append(f"lower --coef0 (at most {room:.3g} with degree {d})")
+        advice.append("rescale the features (e.g. --standardize)")
+        raise ParameterError(
+            f"polynomial kernel values overflow {dt}: ({term} + coef0)^degree reaches {shown} on these features "
+            f"(degree={d}, coef0={self.coef0:g}, max ||x||^2 = {m:.3g}), expected at most {fmax:.3g}; "
+            + ", or ".join(advice)
+        )
 
     def _lhs(self, X, sq):
         xp = get_namespace(X)

@@ -31,7 +31,9 @@ class FeatureSpec:
 
     pca : int or None
         ``None``: DEFAULT_PCA when the input has more than PCA_THRESHOLD dims, else
-        keep the features; ``0``: keep; ``D > 0``: project to D dims.
+        keep the features; ``0``: keep; ``D > 0``: project to D dims, which must be
+        below the number of features (a projection to as many dims as the input
+        is a rotation, not a reduction: refused rather than silently ignored).
     standardize : bool
         Scale each feature to zero mean and unit variance (before PCA).
     seed : int
@@ -43,13 +45,22 @@ class FeatureSpec:
     seed: int = 0
 
     def resolved_pca(self, n_features: int) -> int:
-        """The PCA dimension actually used (0 = no projection)."""
+        """The PCA dimension actually used (0 = no projection).
+
+        Raises
+        ------
+        ParameterError
+            For a negative or non-integer ``pca``, or one at or above ``n_features``.
+        """
         if self.pca is None:
             return DEFAULT_PCA if n_features > PCA_THRESHOLD else 0
         if isinstance(self.pca, bool) or not isinstance(self.pca, (int, np.integer)) or self.pca < 0:
             raise ParameterError(f"--pca must be a non-negative integer (0 keeps the features), got {self.pca!r}")
         if self.pca >= n_features:
-            return 0
+            raise ParameterError(
+                f"--pca must be below the number of features ({n_features}), got {int(self.pca)}; "
+                "--pca 0 keeps the features"
+            )
         return int(self.pca)
 
     def params(self, n_features: int) -> dict:
@@ -159,12 +170,25 @@ def prepare_features(dataset: Dataset, spec: FeatureSpec = FeatureSpec(), *, blo
         if scale is None and not spec.standardize:
             return np.ascontiguousarray(X, dtype=np.float32)
         out = np.empty(X.shape, dtype=np.float32)
-        for s in range(0, X.shape[0], block_rows):
-            out[s : s + block_rows] = f(X[s : s + block_rows])
-        return out
+        with np.errstate(over="ignore", invalid="ignore"):  # reported by _check_fits below
+            for s in range(0, X.shape[0], block_rows):
+                out[s : s + block_rows] = f(X[s : s + block_rows])
+        return _check_fits(out, "the pixel scaling")
     mean, axes = pca_basis(X, dim, seed=spec.seed, transform=f)
     shift = mean @ axes  # (x - mean) @ axes = x @ axes - mean @ axes: no centred copy
     out = np.empty((X.shape[0], dim), dtype=np.float32)
-    for start in range(0, X.shape[0], block_rows):
-        out[start : start + block_rows] = f(X[start : start + block_rows]) @ axes - shift
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, X.shape[0], block_rows):
+            out[start : start + block_rows] = f(X[start : start + block_rows]) @ axes - shift
+    return _check_fits(out, f"the PCA projection (--pca {dim})")
+
+
+def _check_fits(out: np.ndarray, step: str) -> np.ndarray:
+    """``out``, unless a value overflowed float32 in ``step`` (finite input, inf output)."""
+    bad = ~np.isfinite(out)
+    if bad.any():
+        raise ParameterError(
+            f"features overflow float32 after {step}: expected values within +-{np.finfo(np.float32).max:.3g}, "
+            f"got {int(np.count_nonzero(bad))} beyond it; rescale the features or pass --standardize"
+        )
     return out

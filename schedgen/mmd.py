@@ -25,9 +25,9 @@ from .features import FeatureSpec, prepare_features
 from .kernels import (
     FALLBACK_BANDWIDTH,
     backend,
-    is_numerically_diagonal,
     make_kernel,
     median_sq_distance,
+    numerical_degeneracy,
     pinned_blas,
     row_sums,
 )
@@ -104,6 +104,28 @@ def cached_row_sums(kernel, X, *, fingerprint: str, feature_params: dict, cache_
     return s, neg
 
 
+#: What to change when the kernel is numerically diagonal or constant: options of that kernel only.
+_DEGENERACY_ADVICE = {
+    ("rbf", "diagonal"): "use --bandwidth median or a larger --bandwidth",
+    ("rbf", "constant"): "use --bandwidth median or a smaller --bandwidth",
+    ("poly", "diagonal"): "lower --degree or raise --coef0",
+    ("poly", "constant"): "lower --coef0 or rescale the features",
+}
+
+
+def _degeneracy_warning(kind: str, kernel_name: str) -> str:
+    """The warning for a kernel that :func:`~schedgen.kernels.numerical_degeneracy` found
+    numerically diagonal or constant: both leave MMD² unable to tell batches apart, so both
+    are warned about alike (the schedule is still valid, like the one of identical samples)."""
+    what = (
+        "numerically diagonal (median off-diagonal value below 1e-6 of the diagonal)"
+        if kind == "diagonal"
+        else "numerically constant (median squared feature-space distance between samples below 1e-6 "
+        "of the diagonal, so every batch looks equally good)"
+    )
+    return f"the kernel is {what}: the schedule would be arbitrary; {_DEGENERACY_ADVICE[(kernel_name, kind)]}"
+
+
 def _rule(cfg) -> str | None:
     """The bandwidth rule stored beside the sigma it produced ("median"), None for a given sigma."""
     return cfg.bandwidth if cfg.kernel == "rbf" and isinstance(cfg.bandwidth, str) else None
@@ -170,6 +192,9 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
     kernel = make_kernel(
         cfg.kernel, bandwidth=cfg.bandwidth, degree=cfg.degree, coef0=cfg.coef0, X=X_host, seed=cfg.seed
     )
+    # Before anything forms kernel values: refuse features or parameters on which the
+    # kernel overflows float32 (O(N·D); row_sums checks again, as every kernel routine does).
+    kernel.check_range(X_host)
     if np.all(X_host == X_host[:1]):
         # Every batch is equally good (MMD^2 = 0 throughout): the documented tie rule,
         # smaller index first, gives sample order. Solvers would return any of the tied optima.
@@ -190,11 +215,10 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
             "the median squared distance is 0 (most sampled pairs of samples are identical): "
             f"the median bandwidth falls back to sigma={FALLBACK_BANDWIDTH}; pass --bandwidth SIGMA to choose one"
         )
-    if is_numerically_diagonal(kernel, X_host, seed=cfg.seed):
-        warn(
-            "the kernel is numerically diagonal (median off-diagonal value below 1e-6): "
-            "the schedule would be arbitrary; use --bandwidth median or a larger bandwidth"
-        )
+    kind = numerical_degeneracy(kernel, X_host, seed=cfg.seed)
+    # With most sampled pairs identical the data, not the kernel, is what is constant.
+    if kind == "diagonal" or (kind == "constant" and median_sq_distance(X_host, seed=cfg.seed) > 0):
+        warn(_degeneracy_warning(kind, kernel.name))
     solver = get_solver(cfg.solver) if cfg.solver else get_solver(None)
     s_tot, neg_tot = cached_row_sums(
         kernel, X, fingerprint=ds.fingerprint, feature_params=feature_params, cache_dir=cache_dir
