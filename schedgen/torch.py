@@ -5,7 +5,11 @@ does not load it. Both samplers are batch samplers: use them as
 ``DataLoader(dataset, batch_sampler=sampler)`` or with torchdata's
 ``StatefulDataLoader`` for mid-epoch resume.
 
-* :class:`ScheduleBatchSampler` replays a precomputed store, rank-sharded.
+* :class:`ScheduleBatchSampler` replays a precomputed store, rank-sharded;
+  given ``dataset=``, it refuses a dataset of another length (or schedgen
+  fingerprint) than the one the schedule was built on.
+* :func:`schedule_dataset` loads that dataset, fingerprint-checked, as a
+  ``TensorDataset`` (:class:`ScheduleDataset`).
 * :class:`Learn2MixBatchSampler` draws learn2mix batches online from the
   trainer's class losses and can record them to a store that
   :class:`ScheduleBatchSampler` replays exactly (see its docstring for the
@@ -55,32 +59,88 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
-import torch
-from torch.utils.data import Sampler
 
-from .errors import ParameterError, SchedgenError
+try:
+    import torch
+    from torch.utils.data import Sampler, TensorDataset
+except ModuleNotFoundError as _exc:
+    if _exc.name != "torch":
+        raise  # torch is there but broken (a module of it or of its dependencies is missing): show that
+    raise ModuleNotFoundError(
+        f"schedgen.torch needs PyTorch, which is not installed ({_exc}); install the CPU build first "
+        "(pip install torch==2.13.0, or see pytorch.org), then pip install -e '.[torch]'",
+        name="torch",
+    ) from None
+
+from .data import DATASETS, Dataset, load_dataset
+from .errors import ParameterError, SchedgenError, StoreError
 from .learn2mix import Learn2MixPlanner, class_mean_losses, update_alpha
-from .store import Schedule, Unchanged, is_remote, read_attrs, read_schedule, schedule_digest, write_schedule
+from .store import (
+    Schedule,
+    Unchanged,
+    check_format,
+    is_remote,
+    read_attrs,
+    read_schedule,
+    schedule_digest,
+    write_schedule,
+)
 
-__all__ = ["Learn2MixBatchSampler", "ScheduleBatchSampler"]
+__all__ = ["Learn2MixBatchSampler", "ScheduleBatchSampler", "ScheduleDataset", "schedule_dataset"]
 
 #: Keys of :meth:`ScheduleBatchSampler.state_dict`.
 _STATE_KEYS = ("epoch", "yielded", "digest", "rank", "world_size")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _shown(value: Any) -> str:
+    """``repr`` of a received value on one line, at most 80 characters (arrays can be huge)."""
+    try:
+        r = " ".join(repr(value).split())
+    except Exception:  # a broken __repr__
+        r = f"<{type(value).__name__}>"
+    return r if len(r) <= 80 else r[:77] + "..."
 
 
 def _check_int(name: str, value: Any, *, low: int, high: int | None = None) -> int:
-    """Return ``value`` as an int in ``[low, high)``; reject bools, floats and others."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ParameterError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    """Return ``value`` as an int in ``[low, high)``.
+
+    The one integer check of this module (arguments and state dicts alike):
+    a Python int or a NumPy integer scalar; bools (``bool``, ``np.bool_``),
+    floats (even ``1.0``), arrays (even 0-d) and strings are refused.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ParameterError(f"{name} must be an integer, got {_shown(value)} ({type(value).__name__})")
     value = int(value)
     if value < low or (high is not None and value >= high):
         bound = f">= {low}" if high is None else f"in [{low}, {high})"
         raise ParameterError(f"{name} must be an integer {bound}, got {name}={value}")
     return value
+
+
+def _check_real(name: str, value: Any) -> float:
+    """Return ``value`` as a float: a Python or NumPy real scalar, not a bool."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ParameterError(f"{name} must be a real number, got {_shown(value)} ({type(value).__name__})")
+    return float(value)
+
+
+def _check_str(name: str, value: Any, *, hex64: bool = False) -> str:
+    """Return ``value``, a str (64 lowercase hex digits with ``hex64``)."""
+    if not isinstance(value, str) or (hex64 and not _HEX64.fullmatch(value)):
+        what = "a sha256 digest (64 lowercase hex digits)" if hex64 else "a string"
+        raise ParameterError(f"{name} must be {what}, got {_shown(value)} ({type(value).__name__})")
+    return value
+
+
+def _labels_sha256(labels: np.ndarray) -> str:
+    """Hex sha256 of integer labels as little-endian int64 (an online record's default fingerprint)."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype="<i8").tobytes()).hexdigest()
 
 
 class ScheduleBatchSampler(Sampler[list[int]]):
@@ -99,6 +159,14 @@ class ScheduleBatchSampler(Sampler[list[int]]):
         must hold at least ``world_size`` samples.
     epoch : int, default 0
         Initial epoch, as :meth:`set_epoch` (a loaded state's epoch replaces it).
+    dataset : map-style dataset, optional
+        The dataset the ``DataLoader`` will index, checked against the
+        schedule: ``len(dataset)`` must equal the store's ``n_samples``, and a
+        dataset with a ``schedgen_fingerprint`` attribute (as
+        :func:`schedule_dataset` returns) must carry the store's dataset
+        fingerprint. The sampler keeps no reference to it. Pass it: a
+        ``DataLoader`` never tells its batch sampler which dataset it indexes,
+        so without it a schedule replays over any dataset with enough rows.
 
     Attributes
     ----------
@@ -110,14 +178,16 @@ class ScheduleBatchSampler(Sampler[list[int]]):
     Raises
     ------
     ParameterError
-        Bad ``rank``/``world_size``/``epoch``, a schedule without epochs, or a
-        batch smaller than ``world_size``.
+        Bad ``rank``/``world_size``/``epoch``, a schedule without epochs, a
+        batch smaller than ``world_size``, or a ``dataset`` of another length or
+        fingerprint than the schedule's.
     StoreError
         The store is missing, malformed or fails its digest check.
 
     Examples
     --------
-    >>> sampler = ScheduleBatchSampler("runs/mmd.zarr", rank=rank, world_size=ws)  # doctest: +SKIP
+    >>> dataset = schedule_dataset("runs/mmd.zarr")  # doctest: +SKIP
+    >>> sampler = ScheduleBatchSampler("runs/mmd.zarr", rank=rank, world_size=ws, dataset=dataset)  # doctest: +SKIP
     >>> loader = DataLoader(dataset, batch_sampler=sampler)  # doctest: +SKIP
     >>> for epoch in range(n_epochs):  # doctest: +SKIP
     ...     sampler.set_epoch(epoch)
@@ -132,11 +202,14 @@ class ScheduleBatchSampler(Sampler[list[int]]):
         rank: int = 0,
         world_size: int = 1,
         epoch: int = 0,
+        dataset: Any = None,
     ) -> None:
         world_size = _check_int("world_size", world_size, low=1)
         rank = _check_int("rank", rank, low=0, high=world_size)
         epoch = _check_int("epoch", epoch, low=0)
         self.schedule = _load(source)
+        if dataset is not None:
+            _check_dataset(dataset, self.schedule)
         self.digest = schedule_digest(self.schedule.indices, self.schedule.batch_offsets)
         self.rank = rank
         self.world_size = world_size
@@ -304,18 +377,18 @@ class ScheduleBatchSampler(Sampler[list[int]]):
                 f"state_dict must have keys {list(_STATE_KEYS)}; missing {missing} "
                 "(is it a ScheduleBatchSampler state?)"
             )
-        digest = state_dict["digest"]
+        digest = _check_str("state_dict['digest']", state_dict["digest"], hex64=True)
         if digest != self.digest:
-            shown = digest[:16] + "..." if isinstance(digest, str) else repr(digest)
             raise ParameterError(
-                f"state_dict comes from another schedule: its digest is {shown}, "
+                f"state_dict comes from another schedule: its digest is {digest[:16]}..., "
                 f"this sampler's schedule has {self.digest[:16]}..."
             )
-        for key, mine in (("world_size", self.world_size), ("rank", self.rank)):
-            theirs = state_dict[key]
-            if isinstance(theirs, bool) or theirs != mine:
+        world_size = _check_int("state_dict['world_size']", state_dict["world_size"], low=1)
+        rank = _check_int("state_dict['rank']", state_dict["rank"], low=0)
+        for key, theirs, mine in (("world_size", world_size, self.world_size), ("rank", rank, self.rank)):
+            if theirs != mine:
                 raise ParameterError(
-                    f"state_dict was saved with {key}={theirs!r}, this sampler has {key}={mine}; "
+                    f"state_dict was saved with {key}={theirs}, this sampler has {key}={mine}; "
                     "a state resumes only the same sharding"
                 )
         epoch = _check_int("state_dict['epoch']", state_dict["epoch"], low=0)
@@ -350,6 +423,57 @@ class ScheduleBatchSampler(Sampler[list[int]]):
         return (
             f"{type(self).__name__}(method={self.schedule.method!r}, n_epochs={self._n_epochs}, "
             f"epoch={self._epoch}, rank={self.rank}, world_size={self.world_size})"
+        )
+
+
+def _describe(d: Mapping[str, Any]) -> str:
+    """``name (split)`` of a store's ``dataset`` attribute, for messages."""
+    name, split = d.get("name"), d.get("split", "train")
+    return f"{name if isinstance(name, str) else _shown(name)} ({split if isinstance(split, str) else _shown(split)})"
+
+
+def _fp(value: Any) -> str:
+    """A fingerprint or digest for messages: its first 16 characters."""
+    return f"{value[:16]}..." if isinstance(value, str) and len(value) > 16 else _shown(value)
+
+
+def _same_data(fingerprint: str, labels_sha256: str | None, d: Mapping[str, Any], params: Any) -> bool:
+    """Whether data of this fingerprint (and labels hash) is the store's dataset ``d``.
+
+    An online learn2mix record without ``dataset_info`` carries the labels' sha256
+    as its fingerprint, so for online records the labels hash matches too.
+    """
+    want = d.get("fingerprint")
+    if fingerprint == want:
+        return True
+    online = isinstance(params, Mapping) and params.get("online") is True
+    return online and labels_sha256 is not None and labels_sha256 == want
+
+
+def _check_dataset(dataset: Any, schedule: Schedule) -> None:
+    """Refuse a dataset whose length (or schedgen fingerprint) is not the schedule's."""
+    d = schedule.dataset
+    n = schedule.n_samples
+    try:
+        size = len(dataset)
+    except TypeError:
+        raise ParameterError(
+            f"dataset must be a map-style dataset with a length, like the one given to DataLoader; "
+            f"got {type(dataset).__name__}, which has no len()"
+        ) from None
+    if size != n:
+        raise ParameterError(
+            f"dataset has {size} samples but the schedule was built on the {n} of {_describe(d)}: "
+            "its indices would fetch other samples; pass the dataset it was built on, "
+            "e.g. schedgen.torch.schedule_dataset(store)"
+        )
+    fingerprint = getattr(dataset, "schedgen_fingerprint", None)
+    if fingerprint is None or d.get("fingerprint") is None:
+        return
+    if not _same_data(fingerprint, getattr(dataset, "schedgen_labels_sha256", None), d, schedule.params):
+        raise ParameterError(
+            f"dataset is not the one the schedule was built on: the schedule's dataset {_describe(d)} has "
+            f"fingerprint {_fp(d.get('fingerprint'))}, the dataset's schedgen_fingerprint is {_fp(fingerprint)}"
         )
 
 
@@ -388,6 +512,177 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     out.setflags(write=False)
     return out
 
+
+# =========================================================================== the dataset of a schedule
+
+
+class ScheduleDataset(TensorDataset):
+    """A schedgen :class:`~schedgen.data.Dataset` as a torch ``TensorDataset`` of ``(x, y)`` pairs.
+
+    What :func:`schedule_dataset` returns; item ``i`` is sample ``i`` of the data
+    the schedule's indices refer to.
+
+    Parameters
+    ----------
+    dataset : schedgen.data.Dataset
+        The loaded data (e.g. from :func:`schedgen.data.load_dataset`).
+    scale : bool, default False
+        Divide the features by the dataset's ``pixel_max`` (16 for digits, 255
+        for 8-bit images), giving values in [0, 1]; features of a dataset without
+        ``pixel_max`` (``npz:``) are used as given.
+
+    Attributes
+    ----------
+    tensors : tuple of Tensor
+        ``X``, float32 of shape (n_samples, n_features), the values as
+        :class:`~schedgen.data.Dataset` holds them (flattened, raw unless
+        ``scale``), and ``y``, int64 labels of shape (n_samples,). Without
+        ``scale`` ``X`` shares memory with the loaded array (no copy).
+    groups : Tensor or None
+        int64 group ids of an ``npz:`` dataset that has them.
+    name, split : str
+    pixel_max : float or None
+    schedgen_fingerprint : str
+        The dataset fingerprint (:func:`schedgen.data.fingerprint` of the raw
+        data, so the same with or without ``scale``); ``ScheduleBatchSampler(...,
+        dataset=...)`` compares it with the store's.
+    schedgen_labels_sha256 : str
+        Hex sha256 of the labels as little-endian int64 (the fingerprint an
+        online learn2mix record carries by default).
+    """
+
+    def __init__(self, dataset: Dataset, *, scale: bool = False) -> None:
+        if not isinstance(dataset, Dataset):
+            raise ParameterError(
+                f"dataset must be a schedgen.data.Dataset (e.g. from load_dataset), got {type(dataset).__name__}"
+            )
+        if not isinstance(scale, (bool, np.bool_)):
+            raise ParameterError(f"scale must be True or False, got {_shown(scale)} ({type(scale).__name__})")
+        X = dataset.X
+        if scale and dataset.pixel_max is not None:
+            X = X / np.float32(dataset.pixel_max)
+        super().__init__(_tensor(X), _tensor(dataset.y))
+        self.groups = None if dataset.groups is None else _tensor(dataset.groups)
+        self.name = dataset.name
+        self.split = dataset.split
+        self.pixel_max = dataset.pixel_max
+        self.scaled = bool(scale) and dataset.pixel_max is not None
+        self.schedgen_fingerprint = dataset.fingerprint
+        self.schedgen_labels_sha256 = _labels_sha256(dataset.y)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, n_samples={len(self)}, "
+            f"n_features={self.tensors[0].shape[1]}, scaled={self.scaled}, "
+            f"fingerprint={self.schedgen_fingerprint[:16]!r}...)"
+        )
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """A tensor over ``a``'s memory; schedgen's arrays are read-only views of writable memory."""
+    view = a.view()
+    try:
+        view.flags.writeable = True
+    except ValueError:  # memory that is really read-only: copy it
+        view = np.array(a)
+    return torch.from_numpy(view)
+
+
+def schedule_dataset(
+    source: str | os.PathLike | Schedule | ScheduleBatchSampler,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    scale: bool = False,
+) -> ScheduleDataset:
+    """The exact dataset a schedule was built on, as a torch dataset of ``(x, y)`` pairs.
+
+    Loads the split named by the store's ``dataset`` attribute with
+    :func:`schedgen.data.load_dataset` (e.g. digits ``train``: the 1,437 images,
+    not scikit-learn's full 1,797) and checks its fingerprint against the
+    store's, so the schedule's indices fetch the samples it was built on.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, Schedule or ScheduleBatchSampler
+        A store (local path or fsspec URL; only its attributes are read), a
+        loaded schedule, or a sampler replaying one.
+    data_dir, download
+        As :func:`schedgen.data.load_dataset` (``svhn``, ``cifar10``, ``mnist``,
+        ``fashion-mnist``; unused by ``digits`` and ``npz:``).
+    scale : bool, default False
+        Features divided by the dataset's ``pixel_max`` (see :class:`ScheduleDataset`).
+
+    Returns
+    -------
+    ScheduleDataset
+        A ``TensorDataset`` (float32 features, int64 labels) that also carries
+        the fingerprint ``ScheduleBatchSampler(..., dataset=...)`` checks.
+
+    Raises
+    ------
+    StoreError
+        The store cannot be read, names no loadable dataset in its attributes,
+        or the data loaded here has another fingerprint (or length) than the
+        store's.
+    ParameterError
+        The store's dataset is not one schedgen can load (e.g. an online
+        learn2mix record's default ``"online"``), or bad arguments.
+    DataError
+        The dataset's files are missing or malformed (from ``load_dataset``).
+
+    Examples
+    --------
+    >>> train_set = schedule_dataset("schedules/digits-train-mmd-k50-....zarr", scale=True)  # doctest: +SKIP
+    >>> len(train_set), train_set.tensors[0].shape  # doctest: +SKIP
+    (1437, torch.Size([1437, 64]))
+    """
+    if isinstance(source, ScheduleBatchSampler):
+        source = source.schedule
+    if isinstance(source, Schedule):
+        where, d, params = "the schedule", source.dataset, source.params
+    elif isinstance(source, (str, os.PathLike)):
+        where = str(os.fspath(source))
+        attrs = read_attrs(source)
+        check_format(attrs, where)
+        d, params = attrs.get("dataset"), attrs.get("params")
+    else:
+        raise ParameterError(
+            f"source must be a store path, an fsspec URL, a Schedule or a ScheduleBatchSampler, "
+            f"got {type(source).__name__}"
+        )
+    if not isinstance(d, Mapping):
+        raise StoreError(f"{where}: attribute 'dataset' must be an object, got {_shown(d)}")
+    for key, kind in (("name", str), ("split", str), ("fingerprint", str), ("n_samples", int)):
+        value = d.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise StoreError(
+                f"{where}: dataset.{key} must be {kind.__name__} to find the dataset, got {_shown(value)}"
+            )
+    name = d["name"]
+    if name not in DATASETS and not name.startswith("npz:"):
+        online = isinstance(params, Mapping) and params.get("online") is True
+        hint = (
+            "; an online learn2mix record names its data only through dataset_info: pass your own dataset, "
+            "in the order of the labels the run was given, to ScheduleBatchSampler(..., dataset=...)"
+            if online
+            else ""
+        )
+        raise ParameterError(
+            f"{where}: the schedule was built on dataset {name!r}, which schedgen cannot load "
+            f"(expected one of {', '.join(DATASETS)} or npz:PATH){hint}"
+        )
+    ds = load_dataset(name, split=d["split"], data_dir=data_dir, download=download)
+    out = ScheduleDataset(ds, scale=scale)
+    if len(out) != d["n_samples"] or not _same_data(
+        out.schedgen_fingerprint, out.schedgen_labels_sha256, d, params
+    ):
+        raise StoreError(
+            f"{where}: dataset fingerprint mismatch: the schedule was built on {_describe(d)} with "
+            f"{d['n_samples']} samples and fingerprint {_fp(d['fingerprint'])}, the {ds.name} ({ds.split}) "
+            f"loaded here has {ds.n_samples} samples and fingerprint {_fp(ds.fingerprint)}"
+        )
+    return out
 
 
 # =========================================================================== learn2mix online
@@ -543,9 +838,7 @@ class Learn2MixBatchSampler(Sampler[list[int]]):
         self.planner = Learn2MixPlanner(
             _to_numpy(labels), k, mixing_rate=mixing_rate, seed=seed, batches_per_epoch=batches_per_epoch
         )
-        self.labels_sha256 = hashlib.sha256(
-            np.ascontiguousarray(self.planner.labels, dtype="<i8").tobytes()
-        ).hexdigest()
+        self.labels_sha256 = _labels_sha256(self.planner.labels)
         self.dataset = _dataset_attr(dataset_info, self.planner, self.labels_sha256)
         self.record_to = _check_record_to(record_to)
 
@@ -805,6 +1098,14 @@ class Learn2MixBatchSampler(Sampler[list[int]]):
                 "(is it a Learn2MixBatchSampler state?)"
             )
         p = self.planner
+        # Types first (one check per kind), so a malformed value is not called "another run".
+        theirs_all = {
+            "labels_sha256": _check_str("state_dict['labels_sha256']", state_dict["labels_sha256"], hex64=True),
+            "k": _check_int("state_dict['k']", state_dict["k"], low=1),
+            "seed": _check_int("state_dict['seed']", state_dict["seed"], low=0),
+            "mixing_rate": _check_real("state_dict['mixing_rate']", state_dict["mixing_rate"]),
+            "batches_per_epoch": _check_int("state_dict['batches_per_epoch']", state_dict["batches_per_epoch"], low=1),
+        }
         for key, mine in (
             ("labels_sha256", self.labels_sha256),
             ("k", p.k),
@@ -812,12 +1113,10 @@ class Learn2MixBatchSampler(Sampler[list[int]]):
             ("mixing_rate", p.mixing_rate),
             ("batches_per_epoch", p.batches_per_epoch),
         ):
-            theirs = state_dict[key]
-            kind = str if key == "labels_sha256" else numbers.Real if key == "mixing_rate" else numbers.Integral
-            if isinstance(theirs, bool) or not isinstance(theirs, kind) or theirs != mine:
+            theirs = theirs_all[key]
+            if theirs != mine:
                 if key == "labels_sha256":
-                    shown = f"{theirs[:16]}..." if isinstance(theirs, str) else repr(theirs)
-                    own = f"{mine[:16]}..."
+                    shown, own = f"{theirs[:16]}...", f"{mine[:16]}..."
                 else:
                     shown, own = repr(theirs), repr(mine)
                 raise ParameterError(

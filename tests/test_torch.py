@@ -143,6 +143,39 @@ def test_import_schedgen_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+# Issue 10, item 14: without torch, the import says how to install it (still an ImportError).
+_WITHOUT_TORCH = """
+import sys
+sys.modules["torch"] = None  # what an environment without torch looks like to import
+try:
+    import schedgen.torch
+except ImportError as exc:
+    print(type(exc).__name__, isinstance(exc, ModuleNotFoundError), exc.name)
+    print(exc)
+else:
+    print("imported")
+"""
+
+
+def test_import_without_torch_gives_an_install_hint():
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH], capture_output=True, text=True, check=True).stdout
+    kind, message = out.splitlines()
+    assert kind == "ModuleNotFoundError True torch"
+    assert message.startswith("schedgen.torch needs PyTorch, which is not installed (import of torch halted")
+    assert message.endswith(
+        "install the CPU build first (pip install torch==2.13.0, or see pytorch.org), then pip install -e '.[torch]'"
+    )
+
+
+def test_import_with_a_broken_torch_dependency_is_not_disguised():
+    # torch present but one of its own imports missing: the original error, not the hint.
+    broken = 'import torch.utils.data; sys.modules["torch.utils.data"] = None'
+    code = _WITHOUT_TORCH.replace('sys.modules["torch"] = None', broken)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0] == "ModuleNotFoundError True torch.utils.data"
+    assert "needs PyTorch" not in out
+
+
 # --------------------------------------------------------------------------- sharding
 
 
@@ -412,6 +445,84 @@ def test_state_from_another_sharding_or_malformed(store, change, match):
         ScheduleBatchSampler(path, rank=0, world_size=2).load_state_dict({**sd, **change})
 
 
+# Issue 10, item 13: every integer of the state dict goes through the constructor's check
+# (bools, floats and arrays refused, NumPy integers accepted), with a one-line message.
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"digest": np.array([1, 2])}, r"state_dict\['digest'\] must be a sha256 digest \(64 lowercase hex digits\), "
+         r"got array\(\[1, 2\]\) \(ndarray\)$"),
+        ({"digest": None}, r"state_dict\['digest'\] must be a sha256 digest .*got None \(NoneType\)$"),
+        ({"digest": "abc"}, r"state_dict\['digest'\] must be a sha256 digest .*got 'abc' \(str\)$"),
+        ({"rank": np.array([0, 0])}, r"^state_dict\['rank'\] must be an integer, got array\(\[0, 0\]\) \(ndarray\)$"),
+        ({"rank": np.array(0)}, r"^state_dict\['rank'\] must be an integer, got array\(0\) \(ndarray\)$"),
+        ({"rank": np.bool_(False)}, r"^state_dict\['rank'\] must be an integer, got np.False_ \(bool\)$"),
+        ({"rank": False}, r"^state_dict\['rank'\] must be an integer, got False \(bool\)$"),
+        ({"rank": -1}, r"^state_dict\['rank'\] must be an integer >= 0, got state_dict\['rank'\]=-1$"),
+        ({"world_size": 1.0}, r"^state_dict\['world_size'\] must be an integer, got 1.0 \(float\)$"),
+        ({"world_size": np.array([1])}, r"^state_dict\['world_size'\] must be an integer, got array"),
+        ({"world_size": 0}, r"^state_dict\['world_size'\] must be an integer >= 1, got state_dict\['world_size'\]=0$"),
+        ({"epoch": 0.0}, r"^state_dict\['epoch'\] must be an integer, got 0.0 \(float\)$"),
+        ({"epoch": np.bool_(False)}, r"^state_dict\['epoch'\] must be an integer, got np.False_ \(bool\)$"),
+        ({"yielded": np.array(0)}, r"^state_dict\['yielded'\] must be an integer, got array\(0\) \(ndarray\)$"),
+    ],
+)
+def test_state_integers_and_digest_are_validated_like_the_constructor(store, change, match):
+    path = store()
+    sd = ScheduleBatchSampler(path).state_dict()
+    target = ScheduleBatchSampler(path)
+    before = target.state_dict()
+    with pytest.raises(ParameterError, match=match):
+        target.load_state_dict({**sd, **change})
+    assert target.state_dict() == before
+
+
+def test_state_errors_are_one_line_even_for_a_large_array(store):
+    path = store()
+    sd = ScheduleBatchSampler(path).state_dict()
+    for key in ("digest", "rank", "epoch"):
+        with pytest.raises(ParameterError) as info:
+            ScheduleBatchSampler(path).load_state_dict({**sd, key: np.zeros((50, 50))})
+        msg = str(info.value)
+        assert "\n" not in msg and len(msg) < 200 and msg.startswith(f"state_dict['{key}'] must be"), msg
+
+
+def test_state_accepts_numpy_integers(store):
+    path = store()
+    ref = ScheduleBatchSampler(path, rank=1, world_size=2)
+    it = iter(ref)
+    next(it), next(it)
+    sd = ref.state_dict()
+    numpy_sd = {**sd, **{key: np.int64(sd[key]) for key in ("epoch", "yielded", "rank", "world_size")}}
+    numpy_sd["world_size"] = np.int32(2)
+    a, b = ScheduleBatchSampler(path, rank=1, world_size=2), ScheduleBatchSampler(path, rank=1, world_size=2)
+    a.load_state_dict(sd)
+    b.load_state_dict(numpy_sd)
+    assert list(a) == list(b) == list(it)
+    assert all(type(v) is int for k, v in b.state_dict().items() if k != "digest")
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"rank": np.bool_(False)}, r"^rank must be an integer, got np.False_ \(bool\)$"),
+        ({"world_size": np.bool_(True)}, r"^world_size must be an integer, got np.True_ \(bool\)$"),
+        ({"world_size": np.array([1, 1])}, r"^world_size must be an integer, got array\(\[1, 1\]\) \(ndarray\)$"),
+        ({"epoch": 0.0}, r"^epoch must be an integer, got 0.0 \(float\)$"),
+        ({"epoch": np.array(0)}, r"^epoch must be an integer, got array\(0\) \(ndarray\)$"),
+    ],
+)
+def test_constructor_integers_refuse_numpy_bools_and_arrays(store, kw, match):
+    with pytest.raises(ParameterError, match=match):
+        ScheduleBatchSampler(store(), **kw)
+
+
+def test_constructor_accepts_numpy_integers(store):
+    s = ScheduleBatchSampler(store(), rank=np.int64(1), world_size=np.uint8(2), epoch=np.int16(3))
+    assert (s.rank, s.world_size, s.epoch) == (1, 2, 3)
+    assert all(type(v) is int for v in (s.rank, s.world_size, s.epoch))
+
+
 def test_state_missing_keys(store):
     with pytest.raises(ParameterError, match=r"missing \['digest', 'rank', 'world_size'\]"):
         ScheduleBatchSampler(store()).load_state_dict({"epoch": 0, "yielded": 0})
@@ -454,3 +565,118 @@ def test_missing_store_and_bad_source(tmp_path):
 
 def test_errors_are_schedgen_errors():
     assert issubclass(ParameterError, SchedgenError) and issubclass(StoreError, SchedgenError)
+
+
+# --------------------------------------------------------------------------- the schedule's dataset
+# Issue 10, item 17: replay over the dataset the schedule was built on, not one that merely
+# has enough rows (sklearn's full load_digits() has 1,797 images, the train split 1,437).
+
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+from schedgen.data import Dataset, load_dataset  # noqa: E402
+from schedgen.torch import ScheduleDataset, schedule_dataset  # noqa: E402
+
+
+def schedule_over(ds: Dataset, k: int = 50, seed: int = 0) -> Schedule:
+    """A one-epoch random schedule of ``ds`` carrying its dataset attribute, as a build writes it."""
+    s = random_schedule(ds.n_samples, k, seed)
+    dataset = {"name": ds.name, "split": ds.split, "n_samples": ds.n_samples, "n_classes": ds.n_classes,
+               "fingerprint": ds.fingerprint}
+    return Schedule(indices=s.indices, batch_offsets=s.batch_offsets, epoch_offsets=s.epoch_offsets,
+                    method="random", params={"seed": seed}, dataset=dataset, k=k)
+
+
+@pytest.fixture
+def digits_store(tmp_path):
+    pytest.importorskip("sklearn")
+    return write_schedule(schedule_over(load_dataset("digits")), tmp_path / "digits.zarr")
+
+
+def npz_dataset(tmp_path, n=40, d=3, seed=0, name="data.npz"):
+    rng = np.random.default_rng(seed)
+    path = tmp_path / name
+    np.savez(path, X=rng.random((n, d)).astype(np.float32), y=np.arange(n) % 4)
+    return path
+
+
+def test_schedule_dataset_is_the_split_the_schedule_was_built_on(digits_store):
+    train = load_dataset("digits", split="train")
+    ds = schedule_dataset(digits_store)
+    assert isinstance(ds, TensorDataset) and isinstance(ds, ScheduleDataset)
+    assert len(ds) == 1437 and (ds.name, ds.split) == ("digits", "train")
+    X, y = ds.tensors
+    assert X.dtype == torch.float32 and y.dtype == torch.int64 and tuple(X.shape) == (1437, 64)
+    assert np.array_equal(X.numpy(), train.X) and np.array_equal(y.numpy(), train.y)
+    assert ds.schedgen_fingerprint == train.fingerprint
+    scaled = schedule_dataset(digits_store, scale=True)
+    assert scaled.scaled and np.array_equal(scaled.tensors[0].numpy(), train.X / np.float32(16))
+    assert scaled.schedgen_fingerprint == train.fingerprint  # the raw data's
+
+    sampler = ScheduleBatchSampler(digits_store, dataset=ds)
+    loader = DataLoader(ds, batch_sampler=sampler)
+    for (xb, yb), batch in zip(loader, sampler):
+        assert np.array_equal(xb.numpy(), train.X[batch]) and np.array_equal(yb.numpy(), train.y[batch])
+
+
+def test_schedule_dataset_takes_a_schedule_or_a_sampler(digits_store):
+    sampler = ScheduleBatchSampler(digits_store)
+    for source in (sampler, sampler.schedule, str(digits_store)):
+        assert schedule_dataset(source).schedgen_fingerprint == sampler.schedule.dataset["fingerprint"]
+    with pytest.raises(ParameterError, match=r"^source must be a store path, an fsspec URL, a Schedule or a "
+                                             r"ScheduleBatchSampler, got int$"):
+        schedule_dataset(3)
+
+
+def test_sampler_refuses_a_dataset_of_another_length(digits_store):
+    from sklearn.datasets import load_digits
+
+    full = load_digits()  # the README's old snippet: 1,797 images, the schedule indexes 1,437
+    train_set = TensorDataset(torch.tensor(full.data, dtype=torch.float32), torch.tensor(full.target))
+    with pytest.raises(ParameterError, match=r"^dataset has 1797 samples but the schedule was built on the 1437 "
+                                             r"of digits \(train\): its indices would fetch other samples; pass "
+                                             r"the dataset it was built on, e\.g\. schedgen\.torch\.schedule_dataset"
+                                             r"\(store\)$"):
+        ScheduleBatchSampler(digits_store, dataset=train_set)
+
+
+def test_sampler_refuses_a_dataset_with_another_fingerprint(tmp_path):
+    built_on = load_dataset(f"npz:{npz_dataset(tmp_path, seed=0)}")
+    other = load_dataset(f"npz:{npz_dataset(tmp_path, seed=1, name='other.npz')}")  # same length
+    path = write_schedule(schedule_over(built_on, k=8), tmp_path / "s.zarr")
+    ScheduleBatchSampler(path, dataset=ScheduleDataset(built_on))
+    with pytest.raises(ParameterError, match=r"^dataset is not the one the schedule was built on: the schedule's "
+                                             r"dataset npz:.*data\.npz \(train\) has fingerprint [0-9a-f]{16}\.\.\., "
+                                             r"the dataset's schedgen_fingerprint is [0-9a-f]{16}\.\.\.$"):
+        ScheduleBatchSampler(path, dataset=ScheduleDataset(other))
+    ScheduleBatchSampler(path, dataset=TensorDataset(torch.zeros(40)))  # no fingerprint: the length only
+
+
+def test_sampler_refuses_a_dataset_without_a_length(store):
+    with pytest.raises(ParameterError, match=r"^dataset must be a map-style dataset with a length, .*got "
+                                             r"generator, which has no len\(\)$"):
+        ScheduleBatchSampler(store(), dataset=(i for i in range(23)))
+
+
+def test_schedule_dataset_refuses_data_changed_since_the_build(tmp_path):
+    npz = npz_dataset(tmp_path)
+    path = write_schedule(schedule_over(load_dataset(f"npz:{npz}"), k=8), tmp_path / "s.zarr")
+    assert len(schedule_dataset(path)) == 40
+    npz_dataset(tmp_path, seed=5)  # the same file name, other values
+    fp = r"fingerprint [0-9a-f]{16}\.\.\."
+    with pytest.raises(StoreError, match=rf"s\.zarr: dataset fingerprint mismatch: the schedule was built on "
+                                         rf"npz:.*data\.npz \(train\) with 40 samples and {fp}, "
+                                         rf"the npz:.*data\.npz \(train\) loaded here has 40 samples and {fp}$"):
+        schedule_dataset(path)
+
+
+def test_schedule_dataset_refuses_a_dataset_schedgen_cannot_load(store):
+    with pytest.raises(ParameterError, match=r"s\.zarr: the schedule was built on dataset 'toy', which schedgen "
+                                             r"cannot load \(expected one of digits, .* or npz:PATH\)$"):
+        schedule_dataset(store())
+
+
+def test_schedule_dataset_refuses_a_store_without_dataset_attributes(tmp_path):
+    s = random_schedule(10, 3)
+    s.dataset.pop("fingerprint")
+    with pytest.raises(StoreError, match=r"s\.zarr: dataset\.fingerprint must be str to find the dataset, got None$"):
+        schedule_dataset(write_schedule(s, tmp_path / "s.zarr"))

@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+import schedgen.data  # noqa: E402
 import schedgen.store  # noqa: E402
 import schedgen.torch  # noqa: E402
 from schedgen.errors import DataError, ParameterError, StoreError  # noqa: E402
@@ -232,6 +233,39 @@ def test_dataset_info_goes_into_the_record(tmp_path):
     sampler = make(record_to=tmp_path / "r.zarr", dataset_info=info)
     run(sampler, range(1))
     assert read_schedule(tmp_path / "r.zarr").dataset == {**info, "n_samples": N, "n_classes": C}
+
+
+def _npz(tmp_path, name, labels, seed):
+    path = tmp_path / name
+    X = np.random.default_rng(seed).random((len(labels), 3)).astype(np.float32)
+    np.savez(path, X=X, y=labels)
+    return schedgen.data.load_dataset(f"npz:{path}")
+
+
+def test_replaying_a_record_checks_the_dataset(tmp_path):
+    # Issue 10, item 17, for online records: by default a record's fingerprint is the labels'
+    # sha256, which the dataset from ScheduleDataset carries too.
+    data = _npz(tmp_path, "a.npz", LABELS, 0)
+    default = tmp_path / "default.zarr"
+    run(make(record_to=default), range(1))
+    ScheduleBatchSampler(default, dataset=schedgen.torch.ScheduleDataset(data))  # same labels: accepted
+    other = _npz(tmp_path, "b.npz", np.roll(LABELS, 1), 0)
+    with pytest.raises(ParameterError, match=r"^dataset is not the one the schedule was built on: the schedule's "
+                                             r"dataset online \(train\) has fingerprint"):
+        ScheduleBatchSampler(default, dataset=schedgen.torch.ScheduleDataset(other))
+    with pytest.raises(ParameterError, match=rf"^dataset has {N - 1} samples but the schedule was built on the {N} "
+                                             r"of online \(train\): "):
+        ScheduleBatchSampler(default, dataset=torch.utils.data.TensorDataset(torch.zeros(N - 1)))
+    with pytest.raises(ParameterError, match=r"built on dataset 'online', which schedgen cannot load .*; an online "
+                                             r"learn2mix record names its data only through dataset_info"):
+        schedgen.torch.schedule_dataset(default)
+
+    named = tmp_path / "named.zarr"
+    info = {"name": data.name, "split": "train", "fingerprint": data.fingerprint}
+    run(make(record_to=named, dataset_info=info), range(1))
+    ds = schedgen.torch.schedule_dataset(named)
+    assert np.array_equal(ds.tensors[1].numpy(), LABELS)
+    ScheduleBatchSampler(named, dataset=ds)
 
 
 @pytest.fixture
@@ -639,8 +673,25 @@ def test_state_from_another_run(other, match):
         ({"losses": [[1.0, 1.0]]}, r"state_dict\['losses'\]\[0\]: .*one value per class: expected length 4, got 2"),
         ({"alpha": [0.25] * 4}, r"state_dict\['alpha'\] disagrees with the alpha its losses give for epoch 1"),
         ({"alpha": "x"}, r"state_dict\['alpha'\] disagrees"),
-        ({"k": True}, r"it has k=True, this sampler has k=6"),
-        ({"mixing_rate": "0.4"}, r"it has mixing_rate='0.4', this sampler has mixing_rate=0.4"),
+        # A value of the wrong type is malformed, not "another run" (issue 10, item 13).
+        ({"k": True}, r"^state_dict\['k'\] must be an integer, got True \(bool\)$"),
+        ({"k": np.bool_(True)}, r"^state_dict\['k'\] must be an integer, got np.True_ \(bool\)$"),
+        ({"k": 6.0}, r"^state_dict\['k'\] must be an integer, got 6.0 \(float\)$"),
+        ({"k": np.array([6, 6])}, r"^state_dict\['k'\] must be an integer, got array\(\[6, 6\]\) \(ndarray\)$"),
+        ({"k": 0}, r"^state_dict\['k'\] must be an integer >= 1, got state_dict\['k'\]=0$"),
+        ({"seed": np.array(3)}, r"^state_dict\['seed'\] must be an integer, got array\(3\) \(ndarray\)$"),
+        ({"seed": -1}, r"^state_dict\['seed'\] must be an integer >= 0, got state_dict\['seed'\]=-1$"),
+        ({"batches_per_epoch": 7.0}, r"^state_dict\['batches_per_epoch'\] must be an integer, got 7.0 \(float\)$"),
+        ({"epoch": 1.0}, r"^state_dict\['epoch'\] must be an integer, got 1.0 \(float\)$"),
+        ({"yielded": np.bool_(False)}, r"^state_dict\['yielded'\] must be an integer, got np.False_ \(bool\)$"),
+        ({"mixing_rate": "0.4"}, r"^state_dict\['mixing_rate'\] must be a real number, got '0.4' \(str\)$"),
+        ({"mixing_rate": np.array([0.4, 0.4])}, r"^state_dict\['mixing_rate'\] must be a real number, got array"),
+        ({"mixing_rate": True}, r"^state_dict\['mixing_rate'\] must be a real number, got True \(bool\)$"),
+        (
+            {"labels_sha256": np.arange(3)},
+            r"^state_dict\['labels_sha256'\] must be a sha256 digest \(64 lowercase hex digits\), got array",
+        ),
+        ({"labels_sha256": "abc"}, r"^state_dict\['labels_sha256'\] must be a sha256 digest .*got 'abc' \(str\)$"),
     ],
 )
 def test_malformed_state_changes_nothing(change, match):
@@ -650,6 +701,19 @@ def test_malformed_state_changes_nothing(change, match):
     with pytest.raises(ParameterError, match=match):
         target.load_state_dict({**sd, **change})
     assert target.state_dict() == before
+
+
+def test_state_accepts_numpy_scalars_for_its_numbers():
+    sd = _mid_state()
+    numpy_sd = {
+        **sd,
+        **{key: np.int64(sd[key]) for key in ("epoch", "yielded", "k", "seed", "batches_per_epoch")},
+        "mixing_rate": np.float64(sd["mixing_rate"]),
+    }
+    a, b = make(), make()
+    a.load_state_dict(sd)
+    b.load_state_dict(numpy_sd)
+    assert list(a) == list(b) and type(b.state_dict()["yielded"]) is int
 
 
 def test_state_not_a_mapping_or_missing_keys():
