@@ -1,10 +1,15 @@
-"""The schedule artifact: format v1, a Zarr v3 group (see ``docs/FORMAT.md``).
+"""The schedule artifact: format v2, a Zarr v3 group (see ``docs/FORMAT.md``).
 
 A schedule is a flat array of sample ``indices`` in replay order, cut into
 batches by ``batch_offsets`` and batches into epochs by ``epoch_offsets``.
 Writes are atomic (build in a temporary sibling, then rename); reads check
 everything a trainer relies on (format version, dtypes, offsets, index range
-and the digest) and raise :class:`~schedgen.errors.StoreError` on any defect.
+and the digests) and raise :class:`~schedgen.errors.StoreError` on any defect.
+
+Format 2 adds ``attributes_digest``, a sha256 over the canonical JSON of every
+other attribute (method, k, params, dataset, the array digests, ...), so an edited
+attribute is refused like an edited array. Format-1 stores (no such digest: their
+attributes are not covered) are still read; only format 2 is written.
 """
 
 from __future__ import annotations
@@ -31,9 +36,13 @@ from .errors import ParameterError, StoreError
 
 __all__ = [
     "FORMAT_VERSION",
+    "READ_FORMATS",
+    "FORMAT1_NOTE",
     "Schedule",
     "schedule_digest",
     "array_digest",
+    "canonical_json",
+    "attributes_digest",
     "write_schedule",
     "Unchanged",
     "read_schedule",
@@ -44,9 +53,19 @@ __all__ = [
     "remove_orphans",
 ]
 
-FORMAT_VERSION = 1
+#: The format this schedgen writes.
+FORMAT_VERSION = 2
+#: The formats it reads: 1 (attributes not covered by a digest) and 2.
+READ_FORMATS = (1, 2)
+#: What ``verify`` should say of a format-1 store.
+FORMAT1_NOTE = (
+    "format 1: the attributes (method, k, params, dataset, ...) are not covered by a digest; "
+    "only the arrays were verified (rebuild to get a format-2 store)"
+)
+#: The format-2 attribute holding the digest of all the other attributes.
+_ATTRS_DIGEST = "attributes_digest"
 
-#: Arrays every v1 store has; everything else is an optional per-batch or per-epoch array.
+#: Arrays every store has; everything else is an optional per-batch or per-epoch array.
 _REQUIRED = ("indices", "batch_offsets", "epoch_offsets")
 #: Indices are chunked so that a replay can read a remote store in a few requests.
 _CHUNK = 1 << 20
@@ -70,6 +89,26 @@ def array_digest(a: np.ndarray) -> str:
     h.update(np.asarray(a.shape, dtype="<i8").tobytes())
     h.update(np.ascontiguousarray(le).tobytes())
     return h.hexdigest()
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical JSON bytes of ``value`` (docs/FORMAT.md, "Canonical JSON").
+
+    Keys sorted by code point, no whitespace, ASCII only (``\\uXXXX`` escapes,
+    lowercase hex), floats as Python's ``repr`` (shortest round-trip digits),
+    non-finite floats as ``NaN``/``Infinity``/``-Infinity``.
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True
+    ).encode("ascii")
+
+
+def attributes_digest(attrs: Mapping) -> str:
+    """Hex sha256 over the canonical JSON of every attribute but ``attributes_digest``.
+
+    Raises TypeError, ValueError or RecursionError when ``attrs`` is not plain JSON.
+    """
+    return hashlib.sha256(canonical_json({k: v for k, v in attrs.items() if k != _ATTRS_DIGEST})).hexdigest()
 
 
 def _plain(obj: Any) -> Any:
@@ -113,6 +152,12 @@ class Schedule:
         The nominal batch size.
     batch_arrays, epoch_arrays : dict of name to array
         Optional arrays whose first axis is the batch (or epoch) axis.
+    schedgen_version : str, optional
+        The version that wrote it (default: this one).
+    schedgen_format : int
+        The format of the store it was read from (:data:`FORMAT_VERSION` for a
+        schedule made in memory). :func:`write_schedule` always writes
+        :data:`FORMAT_VERSION`.
     """
 
     indices: np.ndarray
@@ -125,6 +170,16 @@ class Schedule:
     batch_arrays: dict = field(default_factory=dict)
     epoch_arrays: dict = field(default_factory=dict)
     schedgen_version: str | None = None
+    schedgen_format: int = FORMAT_VERSION
+
+    @property
+    def attributes_covered(self) -> bool:
+        """True when the attributes were (or will be) covered by a digest: format >= 2.
+
+        False for a schedule read from a format-1 store: its method, k, params and
+        dataset were not verified (say so with :data:`FORMAT1_NOTE`).
+        """
+        return self.schedgen_format >= 2
 
     @property
     def n_batches(self) -> int:
@@ -163,12 +218,18 @@ class Schedule:
         return range(int(self.epoch_offsets[e]), int(self.epoch_offsets[e + 1]))
 
     def attrs(self) -> dict:
-        """The group attributes of format v1 (plain JSON)."""
+        """The group attributes (plain JSON) in this schedule's format (:attr:`schedgen_format`)."""
+        return self._attributes(self.schedgen_format)
+
+    def _attributes(self, fmt: int) -> dict:
+        """The group attributes of format ``fmt`` (1 or 2; format 2 adds ``attributes_digest``)."""
         from . import __version__
 
-        return _plain(
+        if fmt not in READ_FORMATS:
+            raise ParameterError(f"schedule format must be one of {list(READ_FORMATS)}, got {fmt!r}")
+        attrs = _plain(
             {
-                "schedgen_format": FORMAT_VERSION,
+                "schedgen_format": fmt,
                 "method": self.method,
                 "params": self.params,
                 "dataset": self.dataset,
@@ -182,6 +243,14 @@ class Schedule:
                 "schedgen_version": self.schedgen_version or __version__,
             }
         )
+        if fmt >= 2:
+            try:
+                attrs[_ATTRS_DIGEST] = attributes_digest(attrs)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise StoreError(
+                    f"schedule attributes must be plain JSON (params, dataset), got {_one_line(exc)}"
+                ) from None
+        return attrs
 
     def validate(self) -> None:
         """Check the structural invariants; raise :class:`StoreError` on the first defect."""
@@ -500,8 +569,11 @@ def _link_chunks(old_fd: int, name: str, new: Path, n_elements: int, chunk: int)
 
 
 def _write_group(schedule: Schedule, path: Path, *, old_fd: int | None = None,
-                 prefix: Mapping[str, int] | None = None) -> None:
+                 prefix: Mapping[str, int] | None = None, attrs: dict | None = None) -> None:
     import zarr
+
+    if attrs is None:
+        attrs = schedule._attributes(FORMAT_VERSION)
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     arrays = {
@@ -523,25 +595,28 @@ def _write_group(schedule: Schedule, path: Path, *, old_fd: int | None = None,
         else:
             group.create_array(name, data=a, chunks=chunks, compressors=_codecs())
     # Attributes last: a reader that sees the digest sees complete arrays.
-    group.attrs.update(schedule.attrs())
+    group.attrs.update(attrs)
 
 
 def write_schedule(schedule: Schedule, path: str | os.PathLike, *, overwrite: bool = False,
                    unchanged: Unchanged | None = None) -> Path:
     """Validate ``schedule`` and write it atomically to ``path`` (a ``.zarr`` directory).
 
+    Always writes format :data:`FORMAT_VERSION` (whatever ``schedule.schedgen_format``).
     Returns the final path. On any failure (including disk full) nothing is left
     under ``path``; an existing store there is kept unless ``overwrite`` is true.
     With ``overwrite`` and ``unchanged`` (see :class:`Unchanged`), the chunks the
     old store shares with the new one are hard-linked rather than written again.
     """
     schedule.validate()
+    attrs = schedule._attributes(FORMAT_VERSION)  # before anything is written: refuses non-JSON params
     final = Path(path)
     old_fd = None
     try:
         with atomic_directory(final, replace=overwrite) as tmp:
             old_fd = _open_linkable(final, unchanged) if overwrite else None
-            _write_group(schedule, tmp, old_fd=old_fd, prefix=unchanged.prefix if old_fd is not None else None)
+            _write_group(schedule, tmp, old_fd=old_fd, prefix=unchanged.prefix if old_fd is not None else None,
+                         attrs=attrs)
     except StoreError:
         raise
     except OSError as exc:
@@ -780,11 +855,14 @@ def _short(val: Any) -> str:
 
 
 def read_schedule(path: str | os.PathLike, *, verify: bool = True) -> Schedule:
-    """Read and check a format-v1 schedule store (local path or fsspec URL).
+    """Read and check a schedule store of format 1 or 2 (local path or fsspec URL).
 
-    Checks the format version, dtypes, offsets (monotone, in range), indices in
-    ``[0, n_samples)``, per-batch/per-epoch array lengths and, when ``verify``,
-    the digests. Any defect raises :class:`StoreError` naming what is wrong.
+    Checks the format version, the attributes digest (format 2; always, it reads no
+    array), dtypes, offsets (monotone, in range), indices in ``[0, n_samples)``,
+    per-batch/per-epoch array lengths and, when ``verify``, the array digests. Any
+    defect raises :class:`StoreError` naming what is wrong. The result's
+    ``schedgen_format`` says which format was read: a format-1 store's attributes
+    are not covered by any digest (:data:`FORMAT1_NOTE`).
 
     A store is untrusted input: a local store must not link outside itself or hold
     FIFOs or devices, array sizes are checked against the attributes and the
@@ -794,7 +872,7 @@ def read_schedule(path: str | os.PathLike, *, verify: bool = True) -> Schedule:
     where = str(path)
     group = _open_group(path)
     attrs = _read_attrs(group, where)
-    check_format(attrs, where)
+    fmt = check_format(attrs, where)
     method = _attr(attrs, "method", str, where)
     params = _attr(attrs, "params", dict, where)
     dataset = _attr(attrs, "dataset", dict, where)
@@ -833,8 +911,8 @@ def read_schedule(path: str | os.PathLike, *, verify: bool = True) -> Schedule:
     if len(set(names)) != len(names):
         raise StoreError(f"{where}: batch_arrays/epoch_arrays name an array twice: {_short(names)}")
     if verify and set(digests) != {"epoch_offsets", *names}:
-        # The name lists are not covered by a digest; array_digests must agree with them,
-        # so that dropping a name from batch_arrays cannot silently drop its array.
+        # In format 1 the name lists are not covered by a digest; array_digests must agree
+        # with them, so that dropping a name from batch_arrays cannot silently drop its array.
         raise StoreError(
             f"{where}: array_digests covers {_short(sorted(map(str, digests)))}, but the store lists "
             f"{_short(sorted(['epoch_offsets', *names]))}"
@@ -886,21 +964,53 @@ def read_schedule(path: str | os.PathLike, *, verify: bool = True) -> Schedule:
         batch_arrays=batch_arrays,
         epoch_arrays=epoch_arrays,
         schedgen_version=version_str,
+        schedgen_format=fmt,
     )
     schedule.validate()
     return schedule
 
 
-def check_format(attrs: Mapping, where: str) -> None:
-    """Raise :class:`StoreError` unless ``attrs`` (a store's attributes) are of format
-    :data:`FORMAT_VERSION`: the other attributes of another format may mean something else."""
+def check_format(attrs: Mapping, where: str) -> int:
+    """Return the format of ``attrs`` (a store's attributes), or raise :class:`StoreError`.
+
+    The format must be one of :data:`READ_FORMATS` (the other attributes of another
+    format may mean something else), and a format-2 store's ``attributes_digest`` must
+    match its other attributes (:func:`attributes_digest`), so that nothing read from
+    them (k, method, params, dataset) can have been edited. Cheap: no array is read.
+    """
     version = attrs.get("schedgen_format")
     if version is None:
         raise StoreError(f"{where} is not a schedgen schedule: attribute 'schedgen_format' is missing")
-    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version not in READ_FORMATS:
         raise StoreError(
-            f"{where}: unsupported schedule format {_short(version)}; this schedgen reads format {FORMAT_VERSION}"
+            f"{where}: unsupported schedule format {_short(version)}; this schedgen reads format "
+            + " or ".join(map(str, READ_FORMATS))
         )
+    if version == 1 and _ATTRS_DIGEST in attrs:
+        # No writer of format 1 made this key: a format-2 store whose format was edited.
+        raise StoreError(
+            f"{where}: a format-1 store has no attribute {_ATTRS_DIGEST!r}, this one has: its "
+            "schedgen_format was changed from 2 (the attributes were edited)"
+        )
+    if version >= 2:
+        stored = attrs.get(_ATTRS_DIGEST)
+        if stored is None:
+            raise StoreError(
+                f"{where}: attribute {_ATTRS_DIGEST!r} is missing; expected the digest of the attributes "
+                f"in a format-{version} store"
+            )
+        if not isinstance(stored, str) or not _HEX64.fullmatch(stored):
+            raise StoreError(f"{where}: attribute {_ATTRS_DIGEST!r} must be 64 lowercase hex digits, got {_short(stored)}")
+        try:
+            actual = attributes_digest(attrs)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise StoreError(f"{where}: attributes cannot be written as canonical JSON: {_one_line(exc)}") from None
+        if actual != stored:
+            raise StoreError(
+                f"{where}: attributes digest mismatch (stored {stored[:16]}..., computed {actual[:16]}...): "
+                "the attributes do not match the digest; they were edited or are corrupt"
+            )
+    return version
 
 
 def read_attrs(path: str | os.PathLike) -> dict:

@@ -29,7 +29,15 @@ from hypothesis import strategies as st
 
 import schedgen.store as store
 from schedgen.errors import SchedgenError
-from schedgen.store import Schedule, array_digest, read_attrs, read_schedule, schedule_digest, write_schedule
+from schedgen.store import (
+    Schedule,
+    array_digest,
+    attributes_digest,
+    read_attrs,
+    read_schedule,
+    schedule_digest,
+    write_schedule,
+)
 from toys import toy_schedule
 
 pytest.importorskip("torch")
@@ -199,8 +207,19 @@ def _put_meta(path: Path, meta) -> None:
     path.write_text(json.dumps(meta))
 
 
+def _sign(attrs: dict) -> bool:
+    """Recompute ``attrs["attributes_digest"]`` (an adversary can): the checks behind the
+    digest must then catch the edit. False when the attributes cannot be hashed (too deep)."""
+    try:
+        attrs["attributes_digest"] = attributes_digest(attrs)
+    except (RecursionError, ValueError, TypeError):
+        return False
+    return True
+
+
 def _resign(p: Path) -> None:
-    """Recompute the digests from whatever arrays the store now holds (an adversary can)."""
+    """Recompute the digests from whatever arrays the store now holds, and then the
+    attributes digest over the new attributes (an adversary can)."""
     import zarr
 
     g = zarr.open_group(str(p), mode="r+")
@@ -218,6 +237,7 @@ def _resign(p: Path) -> None:
     # keep the counts consistent with the arrays, so only deeper checks can object
     attrs["n_batches"] = int(bo.shape[0] - 1) if bo.ndim else attrs["n_batches"]
     attrs["n_epochs"] = int(eo.shape[0] - 1) if eo.ndim else attrs["n_epochs"]
+    assert _sign(attrs)
     g.attrs.put(attrs)
 
 
@@ -325,12 +345,15 @@ def test_truncated_missing_or_replaced_files(pristine):
 
 _ATTR_KEYS = [
     "schedgen_format", "method", "params", "dataset", "k", "n_batches", "n_epochs", "digest",
-    "batch_arrays", "epoch_arrays", "array_digests", "schedgen_version", "extra_key",
+    "batch_arrays", "epoch_arrays", "array_digests", "schedgen_version", "attributes_digest", "extra_key",
 ]
 _DATASET_KEYS = ["n_samples", "name", "split", "n_classes", "fingerprint"]
 
 
 def test_absurd_attributes(pristine):
+    """Any attribute edited to junk. Unsigned, the attributes digest must refuse every
+    edit that changed anything; re-signed, the checks behind it must hold."""
+
     @PROP
     @given(
         where=st.one_of(
@@ -348,35 +371,63 @@ def test_absurd_attributes(pristine):
                      max_size=3),
         ),
         depth=st.sampled_from([5, 200, 5000, 100_000]),
+        resign=st.booleans(),
     )
     # holes found earlier, kept as fixed cases
-    @example(where=("batch_arrays",), value="DELETE", depth=5)  # silently dropped batch_mmd2
-    @example(where=("epoch_arrays",), value=[], depth=5)
-    @example(where=("k",), value=-3, depth=5)
-    @example(where=("dataset", "n_samples"), value=10**400, depth=5)
-    @example(where=("dataset", "fingerprint"), value=["x"], depth=5)
-    @example(where=("params",), value="DEEP", depth=100_000)
-    @example(where=("n_batches",), value=float("nan"), depth=5)
-    def prop(where, value, depth):
+    @example(where=("batch_arrays",), value="DELETE", depth=5, resign=True)  # silently dropped batch_mmd2
+    @example(where=("epoch_arrays",), value=[], depth=5, resign=True)
+    @example(where=("k",), value=-3, depth=5, resign=True)
+    @example(where=("dataset", "n_samples"), value=10**400, depth=5, resign=True)
+    @example(where=("dataset", "fingerprint"), value=["x"], depth=5, resign=True)
+    @example(where=("params",), value="DEEP", depth=100_000, resign=True)
+    @example(where=("n_batches",), value=float("nan"), depth=5, resign=True)
+    # edits that replay the same batches: only the attributes digest can refuse them
+    @example(where=("k",), value=64, depth=5, resign=False)
+    @example(where=("params",), value={"seed": 4}, depth=5, resign=False)
+    @example(where=("dataset", "name"), value="svhn", depth=5, resign=False)
+    @example(where=("dataset", "fingerprint"), value="0" * 64, depth=5, resign=False)
+    @example(where=("schedgen_format",), value=1, depth=5, resign=False)  # a downgrade
+    def prop(where, value, depth, resign):
+        if where == ("attributes_digest",):
+            resign = False  # re-signing would undo the edit
         with copy_of(pristine) as p:
             meta = _meta(p / "zarr.json")
+            before = json.dumps(meta["attributes"], sort_keys=True)
             node = meta["attributes"]
             for key in where[:-1]:
                 node = node[key]
             if value == "DELETE":
                 node.pop(where[-1], None)
+                changed = json.dumps(meta["attributes"], sort_keys=True) != before
+                if resign:
+                    _sign(meta["attributes"])
                 _put_meta(p / "zarr.json", meta)
             elif value == "DEEP":
+                changed = True
+                kind = "list" if depth % 2 else "dict"
+                if resign:
+                    try:
+                        node[where[-1]] = json.loads(_deep(depth, kind))
+                    except RecursionError:
+                        pass
+                    else:
+                        _sign(meta["attributes"])
                 node[where[-1]] = "@@DEEP@@"
-                text = json.dumps(meta).replace('"@@DEEP@@"', _deep(depth, "list" if depth % 2 else "dict"))
+                text = json.dumps(meta).replace('"@@DEEP@@"', _deep(depth, kind))
                 (p / "zarr.json").write_text(text)
             else:
                 node[where[-1]] = value
+                changed = json.dumps(meta["attributes"], sort_keys=True) != before
+                if resign:
+                    _sign(meta["attributes"])
                 _put_meta(p / "zarr.json", meta)  # NaN and Infinity are written as bare NaN/Infinity
-            judge(p, "absurd attributes")
+            outcome = judge(p, "absurd attributes, " + ("re-signed" if resign else "unsigned"))
+            if changed and not resign:
+                assert outcome == "rejected", f"an unsigned edit of {where} was accepted"
 
     prop()
-    _assert_ran("absurd attributes", EXAMPLES)
+    ran = {name: sum(COUNTS[name].values()) for name in ("absurd attributes, re-signed", "absurd attributes, unsigned")}
+    assert sum(ran.values()) >= EXAMPLES and min(ran.values()) >= EXAMPLES // 8, ran
 
 
 _ARRAYS = ["indices", "batch_offsets", "epoch_offsets", "batch_mmd2", "class_proportions"]
@@ -628,6 +679,7 @@ def test_optional_array_names_cannot_escape(pristine, tmp_path, names):
         meta = _meta(p / "zarr.json")
         meta["attributes"]["batch_arrays"] = names
         meta["attributes"]["array_digests"].update({n: meta["attributes"]["array_digests"]["batch_mmd2"] for n in names})
+        assert _sign(meta["attributes"])  # so that the name check, not the digest, must refuse
         _put_meta(p / "zarr.json", meta)
         with watchdog():
             # refused as names, before any lookup in the store
@@ -667,6 +719,7 @@ def test_huge_claimed_arrays_are_refused_before_allocation(pristine, array, shap
         _put_meta(p / array / "zarr.json", meta)
         root = _meta(p / "zarr.json")
         root["attributes"].update(attrs)
+        assert _sign(root["attributes"])
         _put_meta(p / "zarr.json", root)
         with watchdog(5):
             with pytest.raises(SchedgenError, match=match):
@@ -701,16 +754,22 @@ def test_consolidated_metadata_that_tells_the_truth_is_fine(pristine):
         (("digest",), "../" * 30, "'digest' must be 64 lowercase hex digits"),
         (("schedgen_format",), True, "unsupported schedule format True"),
         (("schedgen_format",), 1.0, "unsupported schedule format 1.0"),
+        (("schedgen_format",), 3, "unsupported schedule format 3; this schedgen reads format 1 or 2"),
+        (("attributes_digest",), "../" * 30, "'attributes_digest' must be 64 lowercase hex digits"),
+        (("attributes_digest",), None, "'attributes_digest' is missing"),
     ],
 )
 def test_impossible_attribute_values_are_rejected(pristine, where, value, match):
-    """Values no writer produces are refused even where the batches would still replay."""
+    """Values no writer produces are refused even where the batches would still replay,
+    and even with the attributes digest recomputed over them."""
     with copy_of(pristine) as p:
         meta = _meta(p / "zarr.json")
         node = meta["attributes"]
         for key in where[:-1]:
             node = node[key]
         node[where[-1]] = value
+        if where != ("attributes_digest",):
+            assert _sign(meta["attributes"])
         _put_meta(p / "zarr.json", meta)
         with pytest.raises(SchedgenError, match=match):
             read_schedule(p)

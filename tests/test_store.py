@@ -1,10 +1,13 @@
-"""Schedule format v1: round trip, digest, atomic writes, and rejection of damaged stores."""
+"""Schedule format v2 (and reading v1): round trip, digests, atomic writes, and rejection
+of damaged or edited stores."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,10 +21,14 @@ from hypothesis import strategies as st
 
 from schedgen.errors import StoreError
 from toys import toy_schedule as random_schedule
+from toys import to_format1, write_format1
 
 from schedgen.store import (
+    FORMAT1_NOTE,
     FORMAT_VERSION,
     Schedule,
+    attributes_digest,
+    canonical_json,
     read_schedule,
     schedule_digest,
     write_schedule,
@@ -48,13 +55,19 @@ def test_attributes_follow_the_documented_format(tmp_path):
     meta = json.loads((p / "zarr.json").read_text())
     a = meta["attributes"]
     assert meta["zarr_format"] == 3 and meta["node_type"] == "group"
-    assert a["schedgen_format"] == FORMAT_VERSION == 1
-    for key in ("method", "params", "dataset", "k", "n_batches", "n_epochs", "digest", "schedgen_version"):
+    assert a["schedgen_format"] == FORMAT_VERSION == 2
+    for key in ("method", "params", "dataset", "k", "n_batches", "n_epochs", "digest", "schedgen_version",
+                "attributes_digest"):
         assert key in a
     assert set(a["dataset"]) >= {"name", "split", "n_samples", "n_classes", "fingerprint"}
     # the digest as documented, recomputed independently
     h = hashlib.sha256(s.indices.astype("<i8").tobytes() + s.batch_offsets.astype("<i8").tobytes()).hexdigest()
     assert a["digest"] == h == schedule_digest(s.indices, s.batch_offsets)
+    # the attributes digest as documented: sha256 over the canonical JSON of all the others
+    rest = {key: v for key, v in a.items() if key != "attributes_digest"}
+    text = _documented_canonical(rest)
+    assert text.startswith('{"array_digests":{"batch_mmd2":"') and " " not in text
+    assert a["attributes_digest"] == hashlib.sha256(text.encode("ascii")).hexdigest() == attributes_digest(a)
 
 
 def test_digest_is_sensitive_to_order_and_cuts():
@@ -240,10 +253,14 @@ def store_path(tmp_path):
     return write_schedule(random_schedule(), tmp_path / "s.zarr")
 
 
-def _set_attr(path, **changes):
+def _set_attr(path, *, resign=True, **changes):
+    """Edit attributes; ``resign`` recomputes the attributes digest (as anyone can), so
+    that the checks behind it, not the digest, must catch the edit."""
     meta_path = Path(path) / "zarr.json"
     meta = json.loads(meta_path.read_text())
     meta["attributes"].update(changes)
+    if resign and "attributes_digest" in meta["attributes"]:
+        meta["attributes"]["attributes_digest"] = attributes_digest(meta["attributes"])
     meta_path.write_text(json.dumps(meta))
 
 
@@ -259,8 +276,8 @@ def test_not_a_store(tmp_path):
 
 
 def test_other_format_version(store_path):
-    _set_attr(store_path, schedgen_format=2)
-    with pytest.raises(StoreError, match="unsupported schedule format 2; this schedgen reads format 1"):
+    _set_attr(store_path, schedgen_format=3)
+    with pytest.raises(StoreError, match="unsupported schedule format 3; this schedgen reads format 1 or 2$"):
         read_schedule(store_path)
 
 
@@ -274,8 +291,8 @@ def test_not_schedgen(store_path):
 
 
 def test_tampered_digest(store_path):
-    _set_attr(store_path, digest="0" * 64)
-    with pytest.raises(StoreError, match="digest mismatch"):
+    _set_attr(store_path, digest="0" * 64)  # attributes re-signed: the arrays' digest must object
+    with pytest.raises(StoreError, match=re.escape(f"{store_path}: digest mismatch (stored 0000000000000000...")):
         read_schedule(store_path)
 
 
@@ -492,3 +509,236 @@ def test_unchanged_prefix_must_be_integers():
     for bad in ({"indices": 2.5}, {"indices": -1}, {"indices": "5"}):
         with pytest.raises(ParameterError, match="Unchanged.prefix"):
             Unchanged("d", bad)
+
+
+# ------------------------------------------------------------ attributes digest (format 2)
+
+
+def _edit(path, fn):
+    """Apply ``fn`` to the attributes in zarr.json as a hand edit would (digest left as is)."""
+    meta_path = Path(path) / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    fn(meta["attributes"])
+    meta_path.write_text(json.dumps(meta, indent=2))
+
+
+def _set(*keys, value):
+    def fn(a):
+        for key in keys[:-1]:
+            a = a[key]
+        a[keys[-1]] = value
+    return fn
+
+
+ATTRIBUTE_EDITS = {
+    "k 10 -> 64": _set("k", value=64),
+    "method": _set("method", value="mmd"),
+    "params.seed": _set("params", "seed", value=1),
+    "params.seed 0 -> 0.0": _set("params", "seed", value=0.0),
+    "params.solver added": _set("params", "solver", value="lp"),
+    "dataset.name": _set("dataset", "name", value="digits"),
+    "dataset.split": _set("dataset", "split", value="test"),
+    "dataset.n_samples": _set("dataset", "n_samples", value=200),
+    "dataset.n_classes": _set("dataset", "n_classes", value=10),
+    "dataset.fingerprint": _set("dataset", "fingerprint", value="0" * 64),
+    "schedgen_version": _set("schedgen_version", value="9.9.9"),
+    "a key added": _set("note", value="built on Tuesday"),
+    "a key removed": lambda a: a.pop("schedgen_version"),
+    "attributes_digest": _set("attributes_digest", value="0" * 64),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(ATTRIBUTE_EDITS))
+def test_edited_attributes_are_refused(tmp_path, edit):
+    """Every attribute of a format-2 store is covered: a hand edit of any (k, solver, seed,
+    dataset name, fingerprint, ...) is refused by read_schedule, info, verify and list."""
+    from schedgen import catalog
+
+    p = write_schedule(random_schedule(), tmp_path / "s.zarr")
+    _edit(p, ATTRIBUTE_EDITS[edit])
+    expected = re.escape(f"{p}: attributes digest mismatch (stored ") + r".*\.\.\., computed .*\.\.\.\): " + re.escape(
+        "the attributes do not match the digest; they were edited or are corrupt")
+    for read in (read_schedule, catalog.info, catalog.verify):
+        with pytest.raises(StoreError, match=f"^{expected}$"):
+            read(p)
+    (row,) = catalog.list_schedules(tmp_path)
+    assert re.fullmatch(expected, row["error"]) and "k" not in row
+
+
+def test_attributes_digest_missing_or_malformed(store_path):
+    _edit(store_path, lambda a: a.pop("attributes_digest"))
+    with pytest.raises(StoreError, match=re.escape(
+            f"{store_path}: attribute 'attributes_digest' is missing; expected the digest of the attributes "
+            "in a format-2 store")):
+        read_schedule(store_path)
+    _edit(store_path, _set("attributes_digest", value="ABC"))
+    with pytest.raises(StoreError, match=re.escape(
+            f"{store_path}: attribute 'attributes_digest' must be 64 lowercase hex digits, got 'ABC'")):
+        read_schedule(store_path)
+
+
+def test_a_format_2_store_edited_to_format_1_is_refused(store_path):
+    """Changing schedgen_format to 1 (whose attributes are not covered) does not bypass the digest."""
+    _edit(store_path, _set("schedgen_format", value=1))
+    with pytest.raises(StoreError, match=re.escape(
+            f"{store_path}: a format-1 store has no attribute 'attributes_digest', this one has")):
+        read_schedule(store_path)
+
+
+def test_attributes_that_are_not_json_are_not_written(tmp_path):
+    s = random_schedule()
+    bad = Schedule(s.indices, s.batch_offsets, s.epoch_offsets, "random", {"seed": object()}, s.dataset, 10)
+    with pytest.raises(StoreError, match="schedule attributes must be plain JSON"):
+        write_schedule(bad, tmp_path / "s.zarr")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_and_unicode_attributes_round_trip(tmp_path):
+    """NaN, infinities, large integers and non-ASCII text survive zarr's JSON and the digest."""
+    s = random_schedule()
+    params = {"seed": 0, "nan": float("nan"), "inf": float("-inf"), "big": 10**30, "tiny": 5e-324, "é": "😀\x7f"}
+    odd = Schedule(s.indices, s.batch_offsets, s.epoch_offsets, "random", params, s.dataset, 10)
+    r = read_schedule(write_schedule(odd, tmp_path / "s.zarr"))
+    assert math.isnan(r.params["nan"]) and r.params["inf"] == float("-inf") and r.params["big"] == 10**30
+    assert r.params["é"] == "😀\x7f" and r.schedgen_format == 2
+
+
+# ------------------------------------------------------------ canonical JSON, as documented
+
+
+def _documented_float(x: float) -> str:
+    """docs/FORMAT.md's rule for a non-integer number, written independently of Python's repr
+    (the shortest round-trip digits come from numpy's Dragon4)."""
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "Infinity" if x > 0 else "-Infinity"
+    sign = "-" if math.copysign(1.0, x) < 0 else ""
+    x = abs(x)
+    if x == 0:
+        return sign + "0.0"
+    mantissa, exp = np.format_float_scientific(x, unique=True, trim="-").split("e")
+    digits, e = mantissa.replace(".", ""), int(exp)
+    if -4 <= e < 16:
+        if e >= 0:
+            whole, frac = digits[: e + 1].ljust(e + 1, "0"), digits[e + 1 :] or "0"
+        else:
+            whole, frac = "0", "0" * (-e - 1) + digits
+        return f"{sign}{whole}.{frac}"
+    m = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return f"{sign}{m}e{'+' if e >= 0 else '-'}{abs(e):02d}"
+
+
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _documented_string(t: str) -> str:
+    out = []
+    for ch in t:
+        c = ord(ch)
+        if ch in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[ch])
+        elif 0x20 <= c <= 0x7E:
+            out.append(ch)
+        elif c > 0xFFFF:
+            c -= 0x10000
+            out.append(f"\\u{0xD800 + (c >> 10):04x}\\u{0xDC00 + (c & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{c:04x}")
+    return '"' + "".join(out) + '"'
+
+
+def _documented_canonical(v) -> str:
+    if v is None:
+        return "null"
+    if v is True or v is False:
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return _documented_float(v)
+    if isinstance(v, str):
+        return _documented_string(v)
+    if isinstance(v, list):
+        return "[" + ",".join(map(_documented_canonical, v)) + "]"
+    keys = sorted(v, key=lambda k: [ord(c) for c in k])  # by code point
+    return "{" + ",".join(f"{_documented_string(k)}:{_documented_canonical(v[k])}" for k in keys) + "}"
+
+
+_json_values = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**80), 2**80), st.floats(),
+        st.sampled_from([0.0, -0.0, 1e16, 1e15, 123456789012345.6, 1e-4, 1e-5, 5e-324, 1.7976931348623157e308,
+                         0.1, 2.0, 1 / 3, float("nan"), float("inf"), float("-inf")]),
+        st.text(max_size=8), st.sampled_from(["\x00\x1f\x7f\x80", "é/\\\"", "\U0001f600\uffff", "\u2028"]),
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json_values)
+def test_canonical_json_is_what_format_md_says(value):
+    """The canonical form docs/FORMAT.md defines (an independent implementation) is the
+    one the writer and reader hash, so another language can recompute the digest."""
+    assert canonical_json(value) == _documented_canonical(value).encode("ascii")
+
+
+# ------------------------------------------------------------ format 1 (read, never written)
+
+
+def test_format1_store_reads_verifies_lists_and_replays(tmp_path):
+    from schedgen import catalog
+
+    s = random_schedule()
+    p = write_format1(s, tmp_path / "s.zarr")
+    attrs = json.loads((p / "zarr.json").read_text())["attributes"]
+    assert attrs["schedgen_format"] == 1 and "attributes_digest" not in attrs
+    r = read_schedule(p)
+    assert r.schedgen_format == 1 and not r.attributes_covered and "not covered by a digest" in FORMAT1_NOTE
+    assert r.digest == s.digest and (r.method, r.params, r.dataset, r.k) == (s.method, s.params, s.dataset, s.k)
+    np.testing.assert_array_equal(r.batch_arrays["batch_mmd2"], s.batch_arrays["batch_mmd2"])
+    assert r.attrs() == attrs  # described as it was stored
+    assert catalog.verify(p)["digest"] == s.digest
+    (row,) = catalog.list_schedules(tmp_path)
+    assert "error" not in row and row["k"] == s.k
+    torch_ = pytest.importorskip("torch")  # noqa: F841
+    from schedgen.torch import ScheduleBatchSampler
+
+    sampler = ScheduleBatchSampler(p)
+    for e in range(s.n_epochs):
+        sampler.set_epoch(e)
+        assert list(sampler) == [s.batch(b).tolist() for b in s.epoch_batches(e)]
+
+
+def test_format1_arrays_are_still_verified(tmp_path):
+    import zarr
+
+    p = write_format1(random_schedule(), tmp_path / "s.zarr")
+    g = zarr.open_group(str(p), mode="r+")
+    g["indices"][0], g["indices"][1] = g["indices"][1], g["indices"][0]
+    with pytest.raises(StoreError, match=re.escape(f"{p}: digest mismatch (stored ")):
+        read_schedule(p)
+
+
+def test_format1_attribute_edits_go_unnoticed(tmp_path):
+    """The limitation format 2 removes (and why verify says so for format 1)."""
+    p = write_format1(random_schedule(), tmp_path / "s.zarr")
+    _edit(p, _set("k", value=64))
+    assert read_schedule(p).k == 64
+
+
+def test_rewriting_a_format1_store_writes_format_2(tmp_path, small_chunks):
+    """An append onto a record written as format 1 links its chunks and gives the same
+    bytes as a fresh format-2 write."""
+    old, new, promise = _grown()
+    p = write_format1(old, tmp_path / "run.zarr")
+    before = _inodes(p)
+    write_schedule(new, p, overwrite=True, unchanged=promise)
+    assert _tree(p) == _tree(write_schedule(new, tmp_path / "fresh.zarr"))
+    assert set(before.values()) & set(_inodes(p).values())  # chunks were linked
+    assert read_schedule(p).schedgen_format == 2
+    # and a schedule read from format 1 is written as format 2 too
+    q = write_schedule(read_schedule(write_format1(old, tmp_path / "v1.zarr")), tmp_path / "again.zarr")
+    assert _tree(q) == _tree(write_schedule(old, tmp_path / "fresh-old.zarr"))

@@ -24,3 +24,25 @@ def toy_schedule(n=103, k=10, epochs=2, seed=0, extras=True) -> Schedule:
         batch_arrays={"batch_mmd2": np.linspace(1, 0, nb)} if extras else {},
         epoch_arrays={"class_proportions": np.full((epochs, 3), 1 / 3)} if extras else {},
     )
+
+
+def to_format1(path):
+    """Turn the format-2 store at ``path`` into the format-1 store the writer of format 1
+    made from the same schedule (byte for byte: the arrays and the digests of format 1 are
+    those of format 2; format 1 only lacks ``attributes_digest``). Returns ``path``."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r+")
+    attrs = g.attrs.asdict()
+    assert attrs["schedgen_format"] == 2, attrs["schedgen_format"]
+    del attrs["attributes_digest"]
+    attrs["schedgen_format"] = 1
+    g.attrs.put(attrs)
+    return path
+
+
+def write_format1(schedule: Schedule, path):
+    """Write ``schedule`` as a format-1 store (what schedgen wrote before format 2)."""
+    from schedgen.store import write_schedule
+
+    return to_format1(write_schedule(schedule, path))
