@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -225,21 +226,35 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
     )
     start = load_state(checkpoint.load(), ds.n_samples, k, device) if checkpoint is not None else None
 
+    last: list = []  # the live state and a snapshot of it after the last completed step
+
     def on_step(st):
         if checkpoint is not None and not st.done:  # the finished state is the store itself
+            # The loop rebinds its arrays and only appends to its lists, so references and
+            # the lists' lengths are a snapshot.
+            last[:] = [st, replace(st, batches=len(st.batches), mmd2=None)]
             checkpoint.maybe_save(lambda: save_state(st, device))
-    state = mmd_schedule(
-        X,
-        k,
-        kernel=kernel,
-        solver=solver,
-        s_tot=s_tot,
-        neg_tot=neg_tot,
-        coefficients="paper" if cfg.paper_coefficients else "exact",
-        state=start,
-        progress=progress,
-        on_step=on_step,
-    )
+    try:
+        state = mmd_schedule(
+            X,
+            k,
+            kernel=kernel,
+            solver=solver,
+            s_tot=s_tot,
+            neg_tot=neg_tot,
+            coefficients="paper" if cfg.paper_coefficients else "exact",
+            state=start,
+            progress=progress,
+            on_step=on_step,
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C keeps the work done so far: the rerun continues after the last whole step
+        # (a step the interrupt cut short left the live state half-updated, so not that one).
+        if checkpoint is not None and last:
+            live, snap = last
+            nb = snap.batches
+            checkpoint.save(save_state(replace(snap, batches=live.batches[:nb], mmd2=live.mmd2[:nb]), device))
+        raise
     sizes = [len(b) for b in state.batches]
     return MethodOutput(
         indices=np.concatenate(state.batches).astype(np.int64),

@@ -15,7 +15,9 @@ Solvers never see an ``n × n`` matrix. They read kernel values through
     eliminated). Fast path: ``m = ½`` on the 2k smallest ``a``, accepted only with a
     dual certificate computed from one ``(2k × 2k)`` block; otherwise HiGHS on a
     candidate set grown until a reduced-cost certificate holds, with pair rows added
-    lazily. Rounded to the ``k`` largest ``m``.
+    lazily. ``2k > n`` is solved as its complement ``m' = 1 - m`` (the same LP with
+    ``n - k < n/2``). Rounded to the ``k`` largest ``m``. HiGHS runs in a worker thread
+    so that Ctrl-C stops it (``_run_interruptible``).
 ``greedy``
     Adds the sample of least objective increase ``Z_jj + 2 Σ_{i∈S} K_ij`` one at a time;
     identical (same positions, same order) to greedy on the dense matrix. k full
@@ -35,7 +37,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 import highspy
@@ -307,6 +309,54 @@ def _new_highs() -> highspy.Highs:
     return h
 
 
+def _native_run(h: highspy.Highs) -> highspy.HighsStatus:
+    """``h.run()``: the one native call, in the solver thread (a seam for tests)."""
+    return h.run()
+
+
+def _run_interruptible(h: highspy.Highs, poll: float = 0.1) -> highspy.HighsStatus:
+    """``h.run()`` that Ctrl-C stops.
+
+    A native call holds the main thread, and Python runs its SIGINT handler only
+    between bytecodes, so a long ``run()`` on the main thread ignores Ctrl-C until it
+    returns. HiGHS runs here in a worker thread while the calling thread waits in short
+    interruptible joins; a KeyboardInterrupt there sets a flag that HiGHS's simplex and
+    IPM interrupt callbacks read (``cbSimplexInterrupt``/``cbIpmInterrupt``, called every
+    few iterations), the solve stops within an iteration, and the KeyboardInterrupt is
+    raised again with a message. Not highspy's own ``HandleKeyboardInterrupt``: that
+    prints, exits the process after five presses, and keeps its solver lock on the
+    class, which serialises solves of different threads.
+    """
+    stop = threading.Event()
+
+    def interrupt(e) -> None:
+        if stop.is_set():
+            e.interrupt()
+
+    h.cbSimplexInterrupt += interrupt
+    h.cbIpmInterrupt += interrupt
+    out: dict = {}
+
+    def target() -> None:
+        try:
+            out["status"] = _native_run(h)
+        except BaseException as exc:  # handed to the caller below
+            out["error"] = exc
+
+    worker = threading.Thread(target=target, name="schedgen-highs", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(poll)
+    except KeyboardInterrupt:
+        stop.set()
+        worker.join()
+        raise KeyboardInterrupt("interrupted while HiGHS was solving an LP") from None
+    if "error" in out:
+        raise out["error"]
+    return out["status"]
+
+
 @dataclass(frozen=True)
 class _LPSolution:
     x: np.ndarray
@@ -342,7 +392,7 @@ def _solve_lp(cost, lower, upper, A: sp.csr_matrix, row_lower, row_upper) -> _LP
     status = h.passModel(lp)
     if status != highspy.HighsStatus.kOk:
         raise LPSolveError(f"HiGHS rejected the LP model (status {status})")
-    status = h.run()
+    status = _run_interruptible(h)
     model_status = h.getModelStatus()
     if status != highspy.HighsStatus.kOk or model_status != highspy.HighsModelStatus.kOptimal:
         raise LPSolveError(
@@ -505,6 +555,89 @@ def _symmetric_scaling(W: np.ndarray, d: np.ndarray, tol: float) -> np.ndarray |
     return beta if np.isfinite(beta).all() else None
 
 
+#: Largest certificate support that ``_box_flow`` is tried on (2k for the half certificate).
+_BOX_FLOW_MAX = 4096
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+def _box_flow(W: np.ndarray, d: np.ndarray, tol: float, *, max_iter: int = 60) -> np.ndarray | None:
+    """A symmetric ``y`` with ``0 <= y <= W`` and row sums ``d`` (to within ``tol``), or None.
+
+    ``W >= 0`` symmetric; its diagonal is a capacity of its own (the certificates' ``v_i``).
+    ``y_ij = W_ij σ(x_i + x_j)`` stays inside the box by construction; ``x`` minimises the
+    convex ``Φ(x) = Σ_{i<j} W_ij softplus(x_i+x_j) + Σ_i ½ W_ii softplus(2x_i) - dᵀx``
+    (``∇Φ`` = row sums of ``y`` minus ``d``), by Newton's method with backtracking. A
+    minimiser exists when ``d`` lies strictly inside the feasible set; demands at a bound
+    (a row that needs nothing or everything) make ``x`` diverge and give None, as does
+    an infeasible ``d``. Only a candidate: the callers check the result.
+    """
+    n = d.size
+    cap = W.sum(axis=1)
+    if n == 0:
+        return np.zeros((0, 0))
+    if (d <= 0).any() or (d >= cap).any():
+        return None
+    Wd = W.diagonal().copy()
+    Wo = W.copy()
+    np.fill_diagonal(Wo, 0.0)
+    iu = np.triu_indices(n, 1)
+
+    def phi(x):
+        return (float((Wo * _softplus(x[:, None] + x[None, :]))[iu].sum())
+                + float(0.5 * Wd @ _softplus(2.0 * x)) - float(d @ x))
+
+    r = d / cap
+    x = 0.5 * np.log(r / (1.0 - r))
+    with np.errstate(over="ignore", under="ignore"):
+        f = phi(x)
+        for _ in range(max_iter):
+            sig = 1.0 / (1.0 + np.exp(-(x[:, None] + x[None, :])))
+            s2 = 1.0 / (1.0 + np.exp(-2.0 * x))
+            y = Wo * sig
+            g = y.sum(axis=1) + Wd * s2 - d
+            if not np.isfinite(g).all():
+                return None
+            if np.abs(g).max() <= 0.25 * tol:
+                y[np.diag_indices(n)] = Wd * s2
+                return y
+            Hs = y * (1.0 - sig)
+            Hm = Hs.copy()
+            Hm[np.diag_indices(n)] = Hs.sum(axis=1) + 2.0 * Wd * s2 * (1.0 - s2)
+            try:
+                step = np.linalg.solve(Hm, g)
+            except np.linalg.LinAlgError:
+                return None
+            t, slope = 1.0, float(g @ step)
+            while True:
+                xn = x - t * step
+                fn = phi(xn)
+                if fn <= f - 1e-4 * t * slope or t < 1e-10:
+                    break
+                t *= 0.5
+            if t < 1e-10 or not np.isfinite(fn):
+                return None
+            x, f = xn, fn
+    return None
+
+
+def _flow_fits(W: np.ndarray, d: np.ndarray, tol: float) -> bool:
+    """Whether a symmetric ``y`` in ``[0, W]`` with row sums ``d`` (to within ``tol``) was
+    found: ``y = min(W ∘ ββᵀ, W)`` with ``β`` from ``_symmetric_scaling`` (cheap; fails when
+    the clipping bites, i.e. demands near the capacities), else ``_box_flow``."""
+    beta = _symmetric_scaling(W, d, tol)
+    if beta is not None:
+        y = np.minimum(W * np.outer(beta, beta), W)
+        if np.abs(d - y.sum(axis=1)).max() <= tol:
+            return True
+    if d.size > _BOX_FLOW_MAX:
+        return False  # Newton's dense n×n steps: O(n³) time and several n×n arrays
+    y = _box_flow(W, d, tol)
+    return y is not None and bool(np.abs(d - y.sum(axis=1)).max() <= tol)
+
+
 def _half_certificate(problem: BatchProblem, a: np.ndarray):
     """Try ``m = ½`` on the 2k smallest ``a`` (ties by position); certify it by LP duality.
 
@@ -530,11 +663,7 @@ def _half_certificate(problem: BatchProblem, a: np.ndarray):
     for mu in mus:
         d = mu - aS
         tol = _CERT_TOL * max(1.0, float(np.abs(aS).max()), abs(mu))
-        beta = _symmetric_scaling(W, d, tol)
-        if beta is None:
-            continue
-        y = np.minimum(W * np.outer(beta, beta), W)
-        if np.abs(d - y.sum(axis=1)).max() <= tol:
+        if _flow_fits(W, d, tol):
             break
     else:
         return None, S, W
@@ -562,14 +691,21 @@ def solve_lp_relaxation(
     + Σ_{Z_ii>=0} Z_ii·max(0, m_i-½)`` over ``0 <= m <= 1, Σm = k``, with
     ``a = min(diag, 0) + neg``.
 
-    Fast path (``certify_half``, when ``2k <= n``): the typical optimum ``m = ½`` on the
-    2k smallest ``a`` (ties by position) is tried first and accepted only with a dual
-    certificate built from ``block(S, S)`` (see ``_half_certificate``), without HiGHS.
-    Its rounding is the k smallest ``a`` (ties by position). The LP is not always
-    half-integral (nor is ½ on the 2k smallest ``a`` always optimal when it is), so
-    when the certificate fails the general procedure below runs, starting with the
-    pair rows of S (with ``2k > n``: of all samples). On the benchmark's RBF problems
-    the certificate held at every step with ``2k <= n``.
+    **2k > n** is solved through its complement ``m' = 1 - m``: with
+    ``x⁺ = x + (-x)⁺`` the LP becomes the same LP in ``m'`` with ``Σm' = n - k < n/2``,
+    linear coefficients ``a' = -(a + R + max(diag, 0))`` (``R_i = Σ_{j≠i} max(Z_ij, 0)``,
+    one blocked pass over the ``n²`` kernel values) and the same pair and diagonal terms,
+    plus the constant ``Σa + ½ΣR + ½Σmax(diag, 0)``. Everything below then works on the
+    small side: before, ``2k > n`` started HiGHS with every one of the ``n²/2`` pair rows
+    (minutes at ``n`` ≈ 1,000, in one native call).
+
+    Fast path (``certify_half``): the typical optimum ``m = ½`` on the 2k smallest ``a``
+    (ties by position) is tried first and accepted only with a dual certificate built
+    from ``block(S, S)`` (see ``_half_certificate``), without HiGHS. Its rounding is the k
+    smallest ``a`` (ties by position). The LP is not always half-integral (nor is ½ on
+    the 2k smallest ``a`` always optimal when it is), so when the certificate fails the
+    general procedure below runs, starting with the pair rows of S. On the benchmark's
+    RBF problems the certificate held at every step but one.
 
     The LP is solved on a candidate set C (the smallest ``a``), starting at
     ``min(n, 4k)``; pair rows are added only for pairs of C that the current solution
@@ -587,15 +723,45 @@ def solve_lp_relaxation(
     """
     n, k = problem.n, problem.k
     a = problem.a
+    if 2 * k <= n:
+        return _solve_reduced(problem, a, initial_size, certify_half)
+    R = _positive_row_sums(problem)
+    dpos = np.maximum(problem.diag, 0.0)
+    const = float(a.sum() + 0.5 * R.sum() + 0.5 * dpos.sum())
+    if k == n:  # the one feasible point m = 1; μ: the smallest dual that prices every m_i at 1
+        m = np.ones(n)
+        return LPRelaxation(value=const, m=m, mu=float((a + R + dpos).max()), candidates=np.zeros(0, np.int64),
+                            pair_rows=0, solves=0, positions=_round_lp(m, a, k))
+    comp = _solve_reduced(replace(problem, k=n - k), -(a + R + dpos), initial_size, certify_half)
+    m = 1.0 - comp.m
+    return LPRelaxation(
+        value=const + comp.value, m=m, mu=-comp.mu, candidates=comp.candidates,
+        pair_rows=comp.pair_rows, solves=comp.solves, positions=_round_lp(m, a, k),
+    )
+
+
+def _positive_row_sums(problem: BatchProblem) -> np.ndarray:
+    """``R_i = Σ_{j≠i} max(K_ij, 0)`` over the problem's samples, shape (n,), in column
+    blocks of at most ~2M kernel values (16 MB)."""
+    n = problem.n
+    out = np.empty(n)
+    step = max(1, (1 << 21) // n)
+    for s in range(0, n, step):
+        cols = np.arange(s, min(n, s + step), dtype=np.int64)
+        out[s:s + cols.size] = np.maximum(_columns(problem, cols), 0.0).sum(axis=1)
+    return out
+
+
+def _solve_reduced(problem: BatchProblem, a: np.ndarray, initial_size: int | None,
+                   certify_half: bool) -> LPRelaxation:
+    """The LP with linear coefficients ``a`` (``problem``'s pair and diagonal terms), for
+    ``2k <= n``: the certified fast path, then candidate sets with lazy pair rows."""
+    n, k = problem.n, problem.k
     S = W = None
     if certify_half:
-        if 2 * k <= n:
-            res, S, W = _half_certificate(problem, a)
-            if res is not None:
-                return res
-        else:
-            S = _smallest(a, n)
-            W = np.maximum(_kblock(problem, S, S), 0.0)
+        res, S, W = _half_certificate(problem, a)
+        if res is not None:
+            return res
     order = _order_by(a)
     size = min(n, 4 * k) if initial_size is None else int(initial_size)
     size = min(n, max(k, size))

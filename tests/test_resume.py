@@ -183,3 +183,24 @@ def test_checkpoint_of_other_code_is_ignored(tmp_path, monkeypatch):
     seen = []
     build(BuildConfig(dataset="digits", k=50, out_dir=tmp_path), progress=lambda d, t: seen.append(d))
     assert seen[0] == 0
+
+
+def test_ctrl_c_keeps_the_work_done(tmp_path, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) in an MMD build saves a checkpoint of the last whole step
+    at once, even between periodic saves; the rerun continues there, to the same digest."""
+    monkeypatch.setenv(CHECKPOINT_SECONDS_ENV, "3600")  # no periodic save in this test
+    cfg = dict(dataset="digits", k=50, solver="lp")
+    reference = build(BuildConfig(**cfg, out_dir=tmp_path / "ref"))
+
+    def ctrl_c(done, total):
+        if done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build(BuildConfig(**cfg, out_dir=tmp_path / "out"), progress=ctrl_c)
+    assert not list((tmp_path / "out").glob("*.zarr"))
+    assert checkpoint_path(tmp_path / "out" / reference.path.name).is_file()
+    seen = []
+    resumed = build(BuildConfig(**cfg, out_dir=tmp_path / "out"), progress=lambda d, t: seen.append(d))
+    assert seen[0] == 5, f"the rerun started at batch {seen[0]}, not at 5"
+    assert resumed.digest == reference.digest

@@ -746,3 +746,151 @@ class TestScale:
         assert_allclose(r.value, general.value, rtol=1e-9)
         r8 = solve_lp_relaxation(p, initial_size=32 * p.k, certify_half=False)
         assert_allclose(r.value, r8.value, rtol=1e-9)
+
+
+# --------------------------------------------------------------------------- 2k > n, Ctrl-C
+
+
+def large_k_instance(seed, kernel):
+    """An instance with 2k > n (the complement path), exact or paper coefficients."""
+    rng = np.random.default_rng([70, seed])
+    n = int(rng.integers(4, 36))
+    k = int(rng.integers(n // 2 + 1, n + 1))
+    n_p = int(rng.choice([0, int(rng.integers(1, 20))]))
+    variant = str(rng.choice(["exact", "paper"]))
+    if kernel == "rbf":
+        Z = rbf_instance(rng, n, n_p, k, variant=variant, dup=int(rng.integers(0, 3)))
+    elif kernel == "poly":
+        Z = poly_instance(rng, n, n_p, k, variant=variant)
+    else:  # any symmetric Z: mixed signs on and off the diagonal
+        A = rng.normal(size=(n, n))
+        Z = A + A.T
+    return problem_of(Z, k)
+
+
+class TestLPLargeK:
+    """2k > n: solved through the complement m' = 1 - m (Σm' = n - k < n/2)."""
+
+    @pytest.mark.parametrize("kernel", ["rbf", "poly", "signed"])
+    @pytest.mark.parametrize("seed", range(8))
+    def test_matches_the_full_lp(self, seed, kernel):
+        p = large_k_instance(seed, kernel)
+        lit, _ = full_lp(p, literal=True)
+        for certify in (True, False):
+            r = solve_lp_relaxation(p, certify_half=certify)
+            assert_allclose(r.value, lit, rtol=1e-7, atol=1e-7)
+            # the m it returns is feasible and has that value
+            assert r.m.min() >= -1e-9 and r.m.max() <= 1 + 1e-9
+            assert_allclose(r.m.sum(), p.k, atol=1e-7)
+            assert_allclose(reduced_lp_objective(p, r.m), r.value, rtol=1e-7, atol=1e-7)
+            assert_array_equal(r.positions, lp_rounding_reference(r.m, p.a, p.k))
+
+    def test_k_equal_n(self):
+        p = large_k_instance(3, "rbf")
+        p = problem_of(dense_Z(p), p.n)
+        r = solve_lp_relaxation(p)
+        assert_allclose(r.value, full_lp(p, literal=True)[0], rtol=1e-9, atol=1e-9)
+        assert_array_equal(r.m, np.ones(p.n))
+        assert_array_equal(r.positions, lp_rounding_reference(r.m, p.a, p.k))
+
+    def test_the_dual_mu_is_the_derivative_in_k(self):
+        """μ is the dual of Σm = k in the original problem (sign restored after the complement)."""
+        _, p = digits_instance([72, 0], 40, 10, 30)
+        r = solve_lp_relaxation(p, certify_half=False)
+        lo = full_lp(BatchProblem(diag=p.diag, neg=p.neg, k=p.k - 1, block=p.block), literal=False)[0]
+        hi = full_lp(BatchProblem(diag=p.diag, neg=p.neg, k=p.k + 1, block=p.block), literal=False)[0]
+        # value(k) is convex in k: its slopes on either side bracket μ = ∂value/∂k
+        assert r.value - lo <= r.mu + 1e-6 and r.mu <= hi - r.value + 1e-6
+
+    def test_whole_digits_schedules_never_build_a_quadratic_lp(self, monkeypatch):
+        """The reported stall: digits (N = 1,437) with --solver lp at k = 300, 700, 719 and
+        1,400 handed HiGHS every pair of the unscheduled samples (up to ~10⁶ rows, minutes
+        in one native call). Each reduced LP now stays on the small side of the complement."""
+        import schedgen.solvers as solvers_mod
+        from schedgen.kernels import make_kernel, row_sums
+        from schedgen.selection import mmd_schedule
+
+        X = digits_X()[:1437].astype(np.float32)
+        kern = make_kernel("rbf", bandwidth="median", X=X, seed=0)
+        s, neg = row_sums(kern, X)
+        real = solvers_mod._reduced_lp
+        largest = []
+
+        def guarded(a, diag, k, pair_i, *args, **kw):
+            largest.append(pair_i.size)
+            if pair_i.size > 20_000:
+                raise AssertionError(f"a reduced LP with {pair_i.size} pair rows")
+            return real(a, diag, k, pair_i, *args, **kw)
+
+        monkeypatch.setattr(solvers_mod, "_reduced_lp", guarded)
+        for k in (300, 700, 719, 1400):
+            st = mmd_schedule(X, k, kernel=kern, solver=LPSolver(), s_tot=s, neg_tot=neg)
+            assert sorted(np.concatenate(st.batches).tolist()) == list(range(1437))
+        assert max(largest, default=0) <= 20_000
+
+
+class TestBoxFlow:
+    @pytest.mark.parametrize("seed", range(6))
+    def test_finds_a_flow_inside_the_box(self, seed):
+        from schedgen.solvers import _box_flow
+
+        rng = np.random.default_rng([73, seed])
+        n = int(rng.integers(3, 60))
+        W = rng.uniform(0.1, 1.0, (n, n))
+        W = W + W.T
+        np.fill_diagonal(W, rng.uniform(0, 1, n) * (seed % 2))  # a diagonal capacity or none
+        Y = W * rng.uniform(0.05, 0.95, (n, n))
+        Y = np.triu(Y, 1) + np.triu(Y, 1).T + np.diag(np.diag(Y))
+        d = Y.sum(1)
+        y = _box_flow(W, d, 1e-9)
+        assert y is not None
+        assert_allclose(y, y.T, atol=0)
+        assert (y >= 0).all() and (y <= W + 1e-15).all()
+        assert_allclose(y.sum(1), d, atol=1e-9)
+
+    def test_infeasible_demands_give_none(self):
+        from schedgen.solvers import _box_flow
+
+        W = np.ones((4, 4)) - np.eye(4)
+        d = np.array([2.9, 0.1, 0.1, 0.1])  # row 0 needs more than its partners can give
+        assert _box_flow(W, d, 1e-9) is None
+
+
+def test_ctrl_c_stops_a_long_highs_solve(monkeypatch):
+    """SIGINT during HiGHS's native run stops the solve within an iteration and raises
+    KeyboardInterrupt (before: the signal waited until the whole solve returned)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import schedgen.solvers as solvers_mod
+
+    rng = np.random.default_rng(5)
+    n, k = 240, 150
+    X = rng.normal(size=(n, 5))
+    D2 = sqdist(X)
+    Z = np.exp(-D2 / np.median(D2))
+    np.fill_diagonal(Z, -60 + rng.normal(size=n))
+    p = problem_of(Z, k)
+    iu, ju = np.triu_indices(n, 1)  # every pair row: several seconds of simplex
+    started = threading.Event()
+    real = solvers_mod._native_run
+
+    def run(h):
+        started.set()
+        return real(h)
+
+    monkeypatch.setattr(solvers_mod, "_native_run", run)
+
+    def press_ctrl_c():
+        started.wait(60)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt, match="interrupted while HiGHS was solving"):
+        solvers_mod._reduced_lp(p.a, p.diag, k, iu, ju, Z[iu, ju])
+    # HiGHS is left usable: the next solve runs to the end
+    small = problem_of(Z[:20, :20], 5)
+    assert_allclose(solve_lp_relaxation(small, certify_half=False).value, full_lp(small)[0], rtol=1e-9)
