@@ -48,6 +48,7 @@ from typing import Callable
 
 import numpy as np
 
+from ._proc import pid_alive
 from .errors import DataError, ParameterError
 
 __all__ = [
@@ -1062,18 +1063,6 @@ def _host_tag() -> str:
     return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # exists (another user's) or unknowable: keep its file
-    return True
-
-
 def _remove_stale_parts(directory: Path) -> list[Path]:
     """Remove the partial files of dead downloads (and extractions) in ``directory``.
 
@@ -1102,7 +1091,7 @@ def _remove_stale_parts(directory: Path) -> list[Path]:
         except OSError:
             continue
         if m is not None:
-            stale = not _pid_alive(int(m["pid"])) if m["host"] == here else old
+            stale = not pid_alive(int(m["pid"])) if m["host"] == here else old
         else:
             legacy = _LEGACY_PART_RE.match(name)
             stale = legacy is not None and legacy["name"] in _KNOWN_FILES and old

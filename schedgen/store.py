@@ -32,6 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ._proc import pid_alive
 from .errors import ParameterError, StoreError
 
 __all__ = [
@@ -444,24 +445,12 @@ def remove_orphans(final: str | os.PathLike) -> list[Path]:
         if not p.name.startswith(prefix):
             continue
         pid = p.name[len(prefix):].split("-", 1)[0]
-        if not pid.isdigit() or _pid_alive(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         shutil.rmtree(p, ignore_errors=True)
         if not p.exists():
             removed.append(p)
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # exists (another user's) or unknowable: keep it
-    return True
 
 
 def _codecs():

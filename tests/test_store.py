@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from schedgen.errors import StoreError
 from toys import toy_schedule as random_schedule
-from toys import to_format1, write_format1
+from toys import write_format1
 
 from schedgen.store import (
     FORMAT1_NOTE,
