@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import math
 import os
 import re
 import time
+import uuid
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,9 +29,10 @@ from typing import Callable
 
 import numpy as np
 
+from . import memory
 from .checkpoint import Checkpoint, code_digest
 from .data import Dataset, load_dataset
-from .errors import ParameterError, StoreError
+from .errors import ParameterError, SchedgenError, StoreError
 from .locks import DEFAULT_LOCK_TIMEOUT, LockOwner, LockTimeoutError, exclusive_lock
 from .store import FORMAT_VERSION, Schedule, read_schedule, remove_orphans, write_schedule
 
@@ -42,6 +45,9 @@ __all__ = [
     "DEFAULT_OUT_DIR",
     "build",
     "cache_key",
+    "check_memory",
+    "memory_needs",
+    "MemoryNeed",
     "parse_float",
     "parse_int",
     "SchedgenWarning",
@@ -49,6 +55,12 @@ __all__ = [
 
 DEFAULT_OUT_DIR = Path("schedules")
 DEFAULT_METHOD = "mmd"
+#: ``schedgen.solvers.DEFAULT_SOLVER``, spelled out: importing the solvers loads HiGHS and
+#: SciPy, which a cache hit must not pay for (a test keeps the two equal).
+DEFAULT_SOLVER = "swap"
+#: The solvers schedgen registers (``schedgen.solvers.SOLVERS``); another name is checked
+#: against the registry itself.
+_BUILTIN_SOLVERS = frozenset({"swap", "greedy", "lp"})
 _log = logging.getLogger("schedgen.locks")
 
 Progress = Callable[[int, int], None]
@@ -166,10 +178,6 @@ class MethodOutput:
     epoch_arrays: dict = field(default_factory=dict)
 
 
-def _offsets(sizes) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.int64))]).astype(np.int64)
-
-
 # --------------------------------------------------------------------------- methods
 
 
@@ -187,17 +195,21 @@ def _random(cfg: BuildConfig, ds: Dataset, k: int, progress: Progress | None, ct
 
     Epoch e is ``default_rng([seed, RANDOM_STREAM, e]).permutation(N)``.
     """
-    n = ds.n_samples
-    sizes = [k] * (n // k) + ([n % k] if n % k else [])
-    perms = [
-        np.random.default_rng([cfg.seed, RANDOM_STREAM, e]).permutation(n).astype(np.int64)
-        for e in range(cfg.epochs)
-    ]
-    per_epoch = len(sizes)
+    n, epochs = ds.n_samples, cfg.epochs
+    per_epoch = -(-n // k)
+    # Written in place (memory_needs counts exactly these): no list of batch sizes and
+    # no second copy of the permutations, whatever the number of epochs.
+    indices = np.empty(epochs * n, dtype=np.int64)
+    for e in range(epochs):
+        indices[e * n : (e + 1) * n] = np.random.default_rng([cfg.seed, RANDOM_STREAM, e]).permutation(n)
+    ends = np.minimum(np.arange(1, per_epoch + 1, dtype=np.int64) * k, n)  # batch ends within an epoch
+    batch_offsets = np.zeros(epochs * per_epoch + 1, dtype=np.int64)
+    np.add(np.arange(epochs, dtype=np.int64)[:, None] * n, ends[None, :],
+           out=batch_offsets[1:].reshape(epochs, per_epoch))
     return MethodOutput(
-        indices=np.concatenate(perms),
-        batch_offsets=_offsets(sizes * cfg.epochs),
-        epoch_offsets=np.arange(cfg.epochs + 1, dtype=np.int64) * per_epoch,
+        indices=indices,
+        batch_offsets=batch_offsets,
+        epoch_offsets=np.arange(epochs + 1, dtype=np.int64) * per_epoch,
         params=_random_params(cfg, ds),
     )
 
@@ -216,8 +228,10 @@ def _bandwidth(value) -> str | float:
 
 
 def _mmd_params(cfg: BuildConfig, ds: Dataset) -> dict:
-    from .solvers import DEFAULT_SOLVER
+    if cfg.solver is not None and cfg.solver not in _BUILTIN_SOLVERS:
+        from .solvers import get_solver
 
+        get_solver(cfg.solver)  # refuses an unknown solver before its name enters the store's
     spec = _feature_spec(cfg)
     p = {
         "seed": cfg.seed,
@@ -254,7 +268,12 @@ def _learn2mix_params(cfg: BuildConfig, ds: Dataset) -> dict:
     if not (isinstance(cfg.mixing_rate, (int, float)) and 0 < cfg.mixing_rate <= 1):
         raise ParameterError(f"mixing rate must be in (0, 1], got {cfg.mixing_rate!r}")
     if cfg.groups is not None:
-        groups = f"kmeans:{parse_groups(cfg.groups)}"
+        g = parse_groups(cfg.groups)
+        if g > ds.n_samples:  # before memory_needs prices g centers
+            raise ParameterError(
+                f"groups must be 'kmeans:C' with C in 2..{ds.n_samples} (the number of samples), got {cfg.groups!r}"
+            )
+        groups = f"kmeans:{g}"
     else:
         groups = "dataset" if ds.groups is not None else "labels"
     return {
@@ -343,8 +362,6 @@ def _is_default(config: BuildConfig, name: str) -> bool:
     if name == "bandwidth" and isinstance(value, str):
         return value.strip().lower() == default
     if name == "solver" and value is not None:
-        from .solvers import DEFAULT_SOLVER
-
         return value == DEFAULT_SOLVER
     return value == default
 
@@ -381,6 +398,129 @@ def check_options(config: BuildConfig) -> None:
                     )
 
 
+# --------------------------------------------------------------------------- memory
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """Bytes a build will allocate for ``what``, and the options that multiply them (``subject``)."""
+
+    n_bytes: int
+    what: str
+    subject: str
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _feature_needs(config: BuildConfig, ds: Dataset) -> tuple[int, list[MemoryNeed]]:
+    """The prepared features' dimension and memory (a scaled float32 copy, and the PCA's fit)."""
+    from .features import PCA_FIT_ROWS
+
+    n, d = ds.n_samples, ds.n_features
+    pca = _feature_spec(config).resolved_pca(d)
+    b = n * d * 4
+    if pca:
+        b += min(n, PCA_FIT_ROWS) * d * 8 + d * d * 8 + n * pca * 4
+    return (pca or d), [MemoryNeed(b, "the features", f"the dataset ({n} samples of {d} features)")]
+
+
+def memory_needs(config: BuildConfig, ds: Dataset, k: int) -> list[MemoryNeed]:
+    """What a build of ``config`` on ``ds`` allocates at least, from the sizes alone.
+
+    Every size an option multiplies is here: the schedule's indices and offsets
+    (epochs x batches x k for learn2mix, epochs x N for random), learn2mix's per-epoch
+    arrays, proxy and k-means groups, and the MMD solvers' kernel columns and blocks
+    (k x N for greedy and swap, (2k)^2 for lp). Lower bounds of the peak: a build
+    refused by :func:`check_memory` could not have finished.
+    """
+    n = ds.n_samples
+    if config.method == "random":
+        E, per_epoch = config.epochs, -(-n // k)
+        subject = f"--epochs {E} with N={n} samples"
+        return [
+            MemoryNeed(E * n * 8 + n * 8, "the schedule's indices", subject),
+            MemoryNeed(2 * (E * per_epoch + 1) * 8, "the batch offsets", subject + f" and k={k}"),
+        ]
+    d, needs = _feature_needs(config, ds)
+    if config.method == "learn2mix":
+        from .learn2mix import parse_groups, schedule_memory
+
+        E, B = config.epochs, config.batches_per_epoch
+        g = parse_groups(config.groups) if config.groups is not None else None
+        if g is not None:
+            n_groups = g
+        elif ds.groups is not None:
+            n_groups = int(np.unique(ds.groups).size)
+        else:
+            n_groups = ds.n_classes
+        parts = schedule_memory(n, d, k, epochs=E, batches_per_epoch=B, n_groups=n_groups,
+                                n_outputs=ds.n_classes, kmeans_groups=g)
+        per_epoch = -(-n // k) if B is None else B
+        batches = (f"--batches-per-epoch {B} with k={k} and {_plural(E, 'epoch')}" if B is not None
+                   else f"--epochs {E} with k={k} and {per_epoch} batches an epoch")
+        data = f"the dataset ({n} samples of {d} features)"
+        kmeans = f"--groups kmeans:{g} with N={n} samples of {d} features"
+        labels = {
+            "indices": ("the schedule's indices", batches),
+            "batch_offsets": ("the batch offsets", batches),
+            "epoch_arrays": ("the class proportions and losses per epoch", f"--epochs {E} with {n_groups} groups"),
+            "proxy": ("the proxy's weights and losses", data),
+            "kmeans_centers": ("the k-means centers", kmeans),
+            "kmeans_distances": ("the k-means distances", kmeans),
+        }
+        return needs + [MemoryNeed(b, *labels[name]) for name, b in parts.items()]
+    # mmd: one pass over the data (the indices, in a list and then one array), the
+    # kernel's working set (operands of N x (D + 2), per-sample sums), and what k multiplies.
+    solver = config.solver or DEFAULT_SOLVER
+    data = f"the dataset ({n} samples of {d} features)"
+    needs += [
+        MemoryNeed(3 * n * 8, "the schedule's indices", data),
+        MemoryNeed(3 * n * (d + 2) * 4 + 10 * n * 8, "the kernel's working set", data),
+        MemoryNeed(k * k * 12, "the batch's kernel block", f"k={k}"),
+    ]
+    if k < n:
+        subject = f"k={k} with --solver {solver} and N={n} samples"
+        if solver in ("greedy", "swap"):
+            needs.append(MemoryNeed(k * n * 8, "the solver's kernel columns", subject))
+        elif solver == "lp":
+            side = 2 * min(k, n - k)  # the LP of the k or of the N - k left out, whichever is smaller
+            needs.append(MemoryNeed(2 * side * side * 8, "the LP's pair block", subject))
+    return needs
+
+
+def check_memory(config: BuildConfig, ds: Dataset, k: int) -> None:
+    """Refuse a build whose :func:`memory_needs` exceed the memory available now.
+
+    Raises
+    ------
+    ParameterError
+        ``SUBJECT needs X GB of memory (A GB for WHAT, ...); Y GB is available``:
+        SUBJECT names the options behind the largest need, then the needs of at least
+        1% of the total, largest first.
+    """
+    available = memory.available_memory()
+    if available is None:
+        return
+    needs = memory_needs(config, ds, k)
+    total = sum(x.n_bytes for x in needs)
+    if total <= available:
+        return
+    by_what: dict[str, int] = {}
+    for x in sorted(needs, key=lambda x: -x.n_bytes):
+        by_what[x.what] = by_what.get(x.what, 0) + x.n_bytes
+    shown = [(w, b) for w, b in by_what.items() if b >= 0.01 * total]
+    rest = total - sum(b for _, b in shown)
+    parts = [f"{memory.format_bytes(b)} for {w}" for w, b in shown]
+    if rest >= 0.0005 * total:  # what would show as 0.0 is left out
+        parts.append(f"{memory.format_bytes(rest)} for the rest")
+    raise ParameterError(
+        f"{max(needs, key=lambda x: x.n_bytes).subject} needs {memory.format_bytes(total)} of memory "
+        f"({', '.join(parts)}); {memory.format_bytes(available)} is available"
+    )
+
+
 # --------------------------------------------------------------------------- cache
 
 
@@ -405,6 +545,138 @@ def _slug(name: str) -> str:
     if name.startswith("npz:"):
         name = Path(name[4:]).stem
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "dataset"
+
+
+def store_name(dataset: str, split: str, method: str, k: int, params: dict, key: str) -> str:
+    """``<dataset>-<split>-<method>[-<solver>[-<kernel>]]-k<k>-<key[:16]>.zarr``.
+
+    An mmd store names its solver, and its kernel when it is not ``rbf``, so that a
+    listing tells stores of one dataset apart; the key part is the cache key
+    (:func:`cache_key`), which the name's other parts do not change.
+    """
+    parts = [_slug(dataset), split, method]
+    if method == "mmd":
+        parts.append(_slug(str(params["solver"])))
+        if params.get("kernel", "rbf") != "rbf":
+            parts.append(_slug(str(params["kernel"])))
+    return "-".join(parts + [f"k{k}", key[:16]]) + ".zarr"
+
+
+# --------------------------------------------------------------------------- dataset summaries
+#
+# A cache hit needs the dataset only for its key: the fingerprint, N and D. For a
+# built-in dataset whose source files are known without loading it (digits: the CSV
+# bundled with scikit-learn, found without importing scikit-learn), these are kept in
+# ``$XDG_CACHE_HOME/schedgen/datasets/<dataset>-<split>-<key>.json`` (default
+# ``~/.cache/schedgen``), keyed by the files' paths, sizes and mtimes and schedgen's
+# code digest, so that a hit neither imports scikit-learn nor reads the data. (Not in
+# the output folder: a build leaves nothing there but its store.)
+
+
+@dataclass(frozen=True)
+class _DatasetSummary:
+    """What :func:`cache_key` and the parameter functions read of a :class:`Dataset`."""
+
+    name: str
+    split: str
+    n_samples: int
+    n_features: int
+    n_classes: int
+    fingerprint: str
+    groups: None = None  # built-in datasets have no groups
+
+
+def _dataset_sources(config: BuildConfig) -> list[Path] | None:
+    """The files ``config.dataset`` is read from, when they are known without loading it."""
+    if not isinstance(config.dataset, str) or config.dataset.strip().lower() != "digits":
+        return None
+    try:
+        spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    except (ImportError, ValueError):
+        return None
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        f = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if f.is_file():
+            return [f]
+    return None
+
+
+def summary_dir() -> Path:
+    """Where dataset summaries are kept: ``$XDG_CACHE_HOME/schedgen/datasets`` (``~/.cache`` by default)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "schedgen" / "datasets"
+
+
+def _summary_path(config: BuildConfig) -> Path | None:
+    sources = _dataset_sources(config)
+    if sources is None or config.split not in ("train", "test"):
+        return None
+    try:
+        stats = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in sources]
+    except OSError:
+        return None
+    name = config.dataset.strip().lower()
+    blob = json.dumps({"dataset": name, "split": config.split, "sources": stats, "code": code_digest()}, sort_keys=True)
+    return summary_dir() / f"{name}-{config.split}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
+
+
+def _read_summary(path: Path | None) -> _DatasetSummary | None:
+    if path is None:
+        return None
+    try:
+        d = json.loads(path.read_text())
+        return _DatasetSummary(
+            name=str(d["name"]), split=str(d["split"]), n_samples=int(d["n_samples"]),
+            n_features=int(d["n_features"]), n_classes=int(d["n_classes"]), fingerprint=str(d["fingerprint"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or damaged: the dataset is loaded instead
+
+
+def _summary_of(ds: Dataset) -> _DatasetSummary:
+    return _DatasetSummary(name=ds.name, split=ds.split, n_samples=ds.n_samples, n_features=ds.n_features,
+                           n_classes=ds.n_classes, fingerprint=ds.fingerprint)
+
+
+def _write_summary(path: Path | None, ds: Dataset, known: _DatasetSummary | None) -> None:
+    """Remember ``ds``'s summary at ``path`` unless ``known`` (what was read there) already
+    says it, atomically (a cache: failures are ignored), and remove the summaries of the
+    same dataset and split made for other files or code."""
+    if path is None or ds.groups is not None or known == _summary_of(ds):
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({
+            "name": ds.name, "split": ds.split, "n_samples": ds.n_samples, "n_features": ds.n_features,
+            "n_classes": ds.n_classes, "fingerprint": ds.fingerprint,
+        }))
+        os.replace(tmp, path)
+        prefix = path.name.rsplit("-", 1)[0] + "-"
+        for old in path.parent.glob(f"{prefix}*.json"):
+            if old != path and len(old.name) == len(path.name):
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _summary_hit(config: BuildConfig, known: _DatasetSummary, out_dir: Path, t0: float) -> BuildResult | None:
+    """The cached store of ``config`` found from a dataset summary, or None (then the
+    dataset is loaded and everything, errors included, is settled as without one)."""
+    try:
+        k = parse_int("k", config.k, minimum=1)
+        if k > known.n_samples or known.split != config.split:
+            return None
+        params = METHODS[config.method][0](config, known)
+        key = cache_key(known.fingerprint, config.method, k, params, known.split)
+        path = out_dir / store_name(known.name, known.split, config.method, k, params, key)
+        if not path.exists() or checkpoint_path(path).parent.exists():
+            return None
+        return _cache_hit(path, t0)
+    except SchedgenError:
+        return None
 
 
 def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResult:
@@ -443,6 +715,13 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
     ):
         raise ParameterError(f"lock timeout must be a non-negative number of seconds or None, got {timeout!r}")
+    out_dir = Path(config.out_dir)
+    summary = _summary_path(config)
+    known = None if config.force else _read_summary(summary)
+    if known is not None:
+        hit = _summary_hit(config, known, out_dir, t0)
+        if hit is not None:
+            return hit
     ds = load_dataset(config.dataset, split=config.split, data_dir=config.data_dir, download=config.download)
     n = ds.n_samples
     k = parse_int("k", config.k, minimum=1)
@@ -451,8 +730,7 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
     params_fn, run_fn = METHODS[config.method]
     params = params_fn(config, ds)
     key = cache_key(ds.fingerprint, config.method, k, params, ds.split)
-    out_dir = Path(config.out_dir)
-    path = out_dir / f"{_slug(ds.name)}-{ds.split}-{config.method}-k{k}-{key[:16]}.zarr"
+    path = out_dir / store_name(ds.name, ds.split, config.method, k, params, key)
 
     # Fast path without the lock: a finished store only ever appears whole (renamed into
     # place), so a readable one is the answer. A read that fails (damaged, or being
@@ -467,8 +745,19 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
         # A checkpoint beside a finished store was left by a build killed just after its
         # write: the locked path below returns the hit and removes it.
         if hit is not None and not checkpoint_path(path).parent.exists():
+            _write_summary(summary, ds, known)
             return hit
+    if hit is None:
+        check_memory(config, ds, k)  # before any file, lock or allocation of the build
+    result = _lock_and_build(config, ds, k, params, key, path, run_fn, progress, t0, hit, damaged)
+    _write_summary(summary, ds, known)  # only beside a store: a failed build leaves nothing
+    return result
 
+
+def _lock_and_build(config, ds, k, params, key, path, run_fn, progress, t0, hit, damaged) -> BuildResult:
+    """Take the lock of ``path`` and return the store another process finished meanwhile,
+    or build it (``hit``/``damaged``: what the unlocked look at ``path`` found)."""
+    out_dir = path.parent
     with contextlib.ExitStack() as stack:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)

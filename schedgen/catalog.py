@@ -11,7 +11,7 @@ import numpy as np
 
 from .data import load_dataset
 from .errors import ParameterError, SchedgenError, StoreError
-from .store import atomic_directory, check_format, is_remote, read_attrs, read_schedule
+from .store import FORMAT1_NOTE, atomic_directory, check_format, is_remote, read_attrs, read_schedule
 
 __all__ = ["info", "verify", "list_schedules", "export", "EXPORT_FORMATS"]
 
@@ -37,6 +37,7 @@ def info(path) -> dict:
         "batch_arrays": sorted(s.batch_arrays),
         "epoch_arrays": sorted(s.epoch_arrays),
         "schedgen_version": s.schedgen_version,
+        "format": s.schedgen_format,
     }
     return out
 
@@ -44,10 +45,15 @@ def info(path) -> dict:
 def verify(path, *, dataset: str | None = None, split: str | None = None, data_dir=None) -> dict:
     """Recompute the digests (and, given a dataset, its fingerprint) and compare.
 
+    ``attributes_ok`` is true when the attributes are covered by a digest that was
+    checked (format 2); a format-1 store's result carries ``note`` (:data:`FORMAT1_NOTE`).
     Raises :class:`StoreError` on any mismatch.
     """
     s = read_schedule(path, verify=True)  # raises on a digest mismatch
-    result = {"path": str(path), "digest": s.digest, "digest_ok": True}
+    result = {"path": str(path), "digest": s.digest, "digest_ok": True, "format": s.schedgen_format,
+              "attributes_ok": s.attributes_covered}
+    if not s.attributes_covered:
+        result["note"] = FORMAT1_NOTE
     if dataset is not None:
         ds = load_dataset(dataset, split=split or s.dataset.get("split", "train"), data_dir=data_dir)
         if ds.fingerprint != s.dataset.get("fingerprint"):
@@ -89,9 +95,12 @@ def list_schedules(directory, *, verify: bool = False) -> list[dict]:
             rows.append({"path": str(p), "error": str(exc), **({"verified": False} if verify else {})})
             continue
         ds = a.get("dataset", {}) if isinstance(a.get("dataset"), dict) else {}
+        params = a.get("params") if isinstance(a.get("params"), dict) else {}
         row = {
             "path": str(p),
             "method": a.get("method"),
+            "solver": params.get("solver"),
+            "kernel": params.get("kernel"),
             "dataset": ds.get("name"),
             "split": ds.get("split"),
             "k": a.get("k"),

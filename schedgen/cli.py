@@ -204,6 +204,7 @@ def info(
                 f"  batches     {d['n_batches']} in {d['n_epochs']} epoch(s), sizes {d['batch_size_min']}..{d['batch_size_max']}",
                 f"  dataset     {ds.get('name')} ({ds.get('split')}), N={ds.get('n_samples')}, {ds.get('n_classes')} classes",
                 f"  digest      {d['digest']}",
+                f"  format      {d['format']}",
                 f"  params      {json.dumps(d['params'], sort_keys=True)}",
                 f"  arrays      {', '.join(d['batch_arrays'] + d['epoch_arrays']) or '-'}",
             ]
@@ -224,7 +225,11 @@ def verify(
 
     with _edge():
         d = run_verify(path, dataset=dataset, split=split, data_dir=str(data_dir) if data_dir else None)
-        human = f"ok: {path} digest {d['digest'][:16]}" + (" and dataset fingerprint match" if dataset else " matches")
+        checked = ["digest"] + (["attributes"] if d["attributes_ok"] else []) + (["dataset fingerprint"] if dataset else [])
+        human = f"ok: {path} digest {d['digest'][:16]}" + (
+            " matches" if len(checked) == 1 else " and " + " and ".join(checked[1:]) + " match")
+        if "note" in d:
+            human += f"\n  note: {d['note']}"
         _print(d, as_json, human)
 
 
@@ -241,8 +246,10 @@ def list_(
         rows = list_schedules(directory, verify=verify)
 
         def line(r):
+            variant = "".join([f" {r['solver']}" if r.get("solver") else "",
+                               f" kernel={r['kernel']}" if r.get("kernel") not in (None, "rbf") else ""])
             head = r["path"] if "method" not in r else (
-                f"{r['path']}  {r['method']} k={r['k']} {r['n_batches']} batches {r['dataset']} ({r['split']})")
+                f"{r['path']}  {r['method']}{variant} k={r['k']} {r['n_batches']} batches {r['dataset']} ({r['split']})")
             if not verify:
                 return f"{head}  ERROR {r['error']}" if "error" in r else head
             return f"{head}  ok" if r["verified"] else f"{head}  FAILED {r['error']}"

@@ -43,7 +43,6 @@ from fractions import Fraction
 from typing import Callable
 
 import numpy as np
-import scipy.sparse as sp
 
 from .errors import DataError, ParameterError
 
@@ -59,6 +58,7 @@ __all__ = [
     "largest_remainder_counts",
     "learn2mix_schedule",
     "parse_groups",
+    "schedule_memory",
     "update_alpha",
 ]
 
@@ -70,6 +70,7 @@ _KMEANS_MAX_ITER = 300
 _KMEANS_TOL = 1e-4  # on the squared center shift, relative to the mean feature variance (as scikit-learn)
 _GROUPS_PREFIX = "kmeans:"
 _BLOCK_ROWS = 8192  # rows per block for distances and proxy evaluation
+_FILL_ELEMENTS = 1 << 20  # indices gathered at a time when an epoch's batches are written
 
 
 # --------------------------------------------------------------------------- validation
@@ -464,19 +465,31 @@ class Learn2MixPlanner:
             self._perm_cache = (epoch, orders)
         return self._perm_cache[1]
 
-    def epoch_matrix(self, epoch: int, alpha) -> np.ndarray:
-        """All batches of an epoch as one int64 array of shape (batches_per_epoch, k)."""
+    def epoch_matrix(self, epoch: int, alpha, *, out: np.ndarray | None = None) -> np.ndarray:
+        """All batches of an epoch as one int64 array of shape (batches_per_epoch, k).
+
+        Written into ``out`` (an int64 array of that shape) when given, in pieces of
+        about a million indices: no temporary grows with the number of batches.
+        """
         epoch = _check_int("epoch", epoch, minimum=0)
         counts = self.class_counts(alpha)
-        B = self.batches_per_epoch
+        B, k = self.batches_per_epoch, self.k
+        if out is None:
+            out = np.empty((B, k), dtype=np.int64)
+        elif out.shape != (B, k) or out.dtype != np.int64:
+            raise ParameterError(f"out must be an int64 array of shape {(B, k)}, got {out.dtype} {out.shape}")
         orders = self._orders(epoch)
-        parts = []
+        rows = max(1, _FILL_ELEMENTS // k)
+        col = 0
         for j, c in enumerate(counts.tolist()):
             if c == 0:
                 continue
-            t = np.arange(B * c, dtype=np.int64) % self.class_sizes[j]
-            parts.append(orders[j][t].reshape(B, c))
-        return np.ascontiguousarray(np.concatenate(parts, axis=1))
+            for r0 in range(0, B, rows):
+                r1 = min(B, r0 + rows)
+                t = np.arange(r0 * c, r1 * c, dtype=np.int64) % self.class_sizes[j]
+                out[r0:r1, col : col + c] = orders[j][t].reshape(r1 - r0, c)
+            col += c
+        return out
 
     def epoch_batches(self, epoch: int, alpha) -> list[np.ndarray]:
         """The batches of epoch ``epoch`` under ``alpha``: a list of int64 arrays of length k."""
@@ -573,6 +586,8 @@ def _assign(X: np.ndarray, centers: np.ndarray, *, sums: bool = False):
     Rows are summed block by block through a sparse membership matrix (a fixed
     summation order, so deterministic); no float64 copy of the whole X exists.
     """
+    import scipy.sparse as sp  # only k-means groups need it: not on every import
+
     n = X.shape[0]
     g = centers.shape[0]
     lab = np.empty(n, dtype=np.int64)
@@ -747,6 +762,44 @@ def default_lr(X) -> float:
     return 2.0 / (1.0 + sq / A.shape[0])
 
 
+def schedule_memory(
+    n_samples: int,
+    n_features: int,
+    k: int,
+    *,
+    epochs: int,
+    batches_per_epoch: int | None = None,
+    n_groups: int,
+    n_outputs: int,
+    kmeans_groups: int | None = None,
+) -> dict[str, int]:
+    """Bytes :func:`learn2mix_schedule` (and :func:`kmeans_groups`) allocate at least, by
+    what for, computed from the sizes alone so that a build can refuse before allocating.
+
+    Keys: ``indices`` (epochs x batches x k int64, held once), ``batch_offsets`` (the
+    offsets and the differences checked before the store is written), ``epoch_arrays``
+    (α and the losses per epoch), ``proxy`` (its weights, one block of logits, the
+    per-sample losses and one batch's features), and with ``kmeans_groups`` C,
+    ``kmeans_centers`` (C x features, three copies) and ``kmeans_distances`` (a block
+    of rows x C distances and one temporary of its size).
+    """
+    n, d, k = int(n_samples), int(n_features), int(k)
+    B = -(-n // k) if batches_per_epoch is None else int(batches_per_epoch)
+    total = int(epochs) * B
+    rows = min(n, _BLOCK_ROWS)
+    out = {
+        "indices": total * k * 8,
+        "batch_offsets": 2 * (total + 1) * 8,
+        "epoch_arrays": 2 * int(epochs) * int(n_groups) * 8,
+        "proxy": 8 * (2 * d * n_outputs + 3 * rows * n_outputs + 3 * n + k * (d + n_outputs)),
+    }
+    if kmeans_groups is not None:
+        g = int(kmeans_groups)
+        out["kmeans_centers"] = 3 * g * d * 8
+        out["kmeans_distances"] = 2 * rows * g * 8
+    return out
+
+
 def learn2mix_schedule(
     X,
     groups,
@@ -833,6 +886,10 @@ def learn2mix_schedule(
     B = planner.batches_per_epoch
     total = epochs * B
 
+    # Every epoch's batches are written straight into the schedule's indices: the only
+    # array that grows with epochs x batches x k exists once (schedule_memory counts it).
+    indices = np.empty(total * k, dtype=np.int64)
+    matrices = indices.reshape(epochs, B, k)
     W = np.zeros((A.shape[1], T), dtype=np.float64)
     b = np.zeros(T, dtype=np.float64)
     alpha = planner.initial_alpha
@@ -850,11 +907,13 @@ def learn2mix_schedule(
         return {"epoch": np.int64(e), "batch": np.int64(i), "W": W, "b": b, "alpha": alpha,
                 "alphas": alphas, "losses": losses}
 
+    for e in range(e0):  # epochs a checkpoint skipped: their batches follow from their α
+        planner.epoch_matrix(e, alphas[e], out=matrices[e])
     if progress:
         progress(e0 * B + i0, total)
     for e in range(e0, epochs):
         alphas[e] = alpha
-        M = planner.epoch_matrix(e, alpha)
+        M = planner.epoch_matrix(e, alpha, out=matrices[e])
         for i in range(i0 if e == e0 else 0, B):
             batch = M[i]
             Xb = A[batch].astype(np.float64)
@@ -871,7 +930,6 @@ def learn2mix_schedule(
         alpha = update_alpha(alpha, losses[e], planner.mixing_rate)
         if checkpoint is not None and e + 1 < epochs:
             checkpoint.maybe_save(lambda: state(e + 1, 0))
-    matrices = [planner.epoch_matrix(e, alphas[e]) for e in range(epochs)]
 
     params = {
         "seed": planner.seed,
@@ -883,7 +941,7 @@ def learn2mix_schedule(
         "lr": lr,
     }
     return Learn2MixResult(
-        indices=np.concatenate([M.ravel() for M in matrices]).astype(np.int64),
+        indices=indices,
         batch_offsets=np.arange(total + 1, dtype=np.int64) * k,
         epoch_offsets=np.arange(epochs + 1, dtype=np.int64) * B,
         class_proportions=alphas,

@@ -347,3 +347,66 @@ def test_numeric_options_are_still_checked_by_schedgen_not_typer(tmp_path, k):
     r = run("build", "--out-dir", tmp_path, "--k", k, "--method", "random")
     _one_line_error(r, "k must be an integer")
     assert r.exit_code == 1 and "Usage" not in r.stdout + r.stderr
+
+
+# ----------------------------------------------------------------- store names and list rows (issue 10, item 16)
+
+
+def test_store_names_carry_the_solver_and_a_kernel_other_than_rbf(tmp_path):
+    from schedgen.build import BuildConfig, _mmd_params, cache_key
+    from schedgen.data import load_dataset
+
+    ds = load_dataset("digits")
+    swap = build_json(tmp_path, "--k", "50")
+    greedy_poly = build_json(tmp_path, "--k", "50", "--solver", "greedy", "--kernel", "poly")
+    lp = build_json(tmp_path, "--k", "50", "--solver", "lp")
+    for built, solver, kernel, name in [(swap, None, "rbf", "mmd-swap"), (greedy_poly, "greedy", "poly", "mmd-greedy-poly"),
+                                        (lp, "lp", "rbf", "mmd-lp")]:
+        key = cache_key(ds.fingerprint, "mmd", 50, _mmd_params(BuildConfig(solver=solver, kernel=kernel), ds), "train")
+        assert Path(built["path"]).name == f"digits-train-{name}-k50-{key[:16]}.zarr"  # the key part is the cache key
+    assert Path(build_json(tmp_path, "--k", "50", "--method", "random")["path"]).name.startswith("digits-train-random-k50-")
+
+    rows = json.loads(run("list", tmp_path, "--json").stdout)
+    by_path = {r["path"]: r for r in rows}
+    assert (by_path[swap["path"]]["solver"], by_path[swap["path"]]["kernel"]) == ("swap", "rbf")
+    assert (by_path[greedy_poly["path"]]["solver"], by_path[greedy_poly["path"]]["kernel"]) == ("greedy", "poly")
+    assert [r["solver"] for r in rows if r["method"] == "random"] == [None]
+    human = run("list", tmp_path).stdout.splitlines()
+    assert f"{swap['path']}  mmd swap k=50 29 batches digits (train)" in human
+    assert f"{lp['path']}  mmd lp k=50 29 batches digits (train)" in human
+    assert f"{greedy_poly['path']}  mmd greedy kernel=poly k=50 29 batches digits (train)" in human
+
+
+# ----------------------------------------------------------------- format 2 / format 1 in verify and info
+
+
+def test_verify_and_info_say_the_format(tmp_path):
+    from toys import toy_schedule, write_format1
+
+    from schedgen.store import FORMAT1_NOTE, write_schedule
+
+    two = write_schedule(toy_schedule(), tmp_path / "two.zarr")
+    one = write_format1(toy_schedule(), tmp_path / "one.zarr")
+    digest = read_schedule(two).digest
+
+    v = run("verify", two)
+    assert v.exit_code == 0 and v.stdout == f"ok: {two} digest {digest[:16]} and attributes match\n"
+    d = json.loads(run("verify", two, "--json").stdout)
+    assert (d["format"], d["attributes_ok"], "note" in d) == (2, True, False)
+
+    v = run("verify", one)
+    assert v.exit_code == 0 and v.stdout == f"ok: {one} digest {digest[:16]} matches\n  note: {FORMAT1_NOTE}\n"
+    d = json.loads(run("verify", one, "--json").stdout)
+    assert (d["format"], d["attributes_ok"], d["note"]) == (1, False, FORMAT1_NOTE)
+
+    assert "  format      2" in run("info", two).stdout.splitlines()
+    assert "  format      1" in run("info", one).stdout.splitlines()
+    assert json.loads(run("info", two, "--json").stdout)["format"] == 2
+    assert json.loads(run("info", one, "--json").stdout)["format"] == 1
+
+
+def test_verify_with_the_dataset_names_all_three_checks(tmp_path):
+    built = build_json(tmp_path, "--k", "100", "--method", "random")
+    v = run("verify", built["path"], "--dataset", "digits")
+    assert v.exit_code == 0
+    assert v.stdout == f"ok: {built['path']} digest {built['digest'][:16]} and attributes and dataset fingerprint match\n"

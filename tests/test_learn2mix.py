@@ -632,3 +632,71 @@ def test_module_has_no_torch_import():
 
     src = open(mod.__file__).read()
     assert "import torch" not in src and "from torch" not in src
+
+
+# --------------------------------------------------------------------------- memory (issue 10, item 2)
+
+
+def _epoch_matrix_reference(planner, epoch, alpha):
+    """The module docstring's rule, whole: draw t of class j is perm_j[t mod n_j]."""
+    counts = largest_remainder_counts(alpha, planner.k)
+    B = planner.batches_per_epoch
+    cols = []
+    for j, c in enumerate(counts.tolist()):
+        if c:
+            t = np.arange(B * c) % planner.class_sizes[j]
+            cols.append(planner.class_order(epoch, j)[t].reshape(B, c))
+    return np.concatenate(cols, axis=1)
+
+
+@pytest.mark.parametrize("fill", [1, 7, 1 << 20])
+def test_epoch_matrix_written_in_pieces_and_into_out(monkeypatch, fill):
+    import schedgen.learn2mix as l2m
+
+    monkeypatch.setattr(l2m, "_FILL_ELEMENTS", fill)
+    y = labels_from_sizes([3, 20, 9])
+    planner = Learn2MixPlanner(y, 10, mixing_rate=0.5, seed=7, batches_per_epoch=13)
+    alpha = [0.25, 0.5, 0.25]
+    want = _epoch_matrix_reference(planner, 2, alpha)
+    assert_array_equal(planner.epoch_matrix(2, alpha), want)
+    out = np.full((2, 13, 10), -1, dtype=np.int64)
+    got = planner.epoch_matrix(2, alpha, out=out[1])
+    assert got is not None and np.shares_memory(got, out) and (out[0] == -1).all()
+    assert_array_equal(out[1], want)
+    for bad in (np.empty((13, 9), np.int64), np.empty((13, 10), np.int32)):
+        with pytest.raises(ParameterError, match=r"^out must be an int64 array of shape \(13, 10\), got "):
+            planner.epoch_matrix(2, alpha, out=bad)
+
+
+def test_schedule_holds_one_copy_of_its_indices():
+    """The schedule's indices are written in place: its peak is about one copy of them
+    (three before: the epochs' matrices, their concatenation and an int64 copy of that)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 50)
+    X = rng.normal(size=(200, 3)).astype(np.float32)
+    epochs, B, k = 2, 20_000, 50
+    indices = epochs * B * k * 8
+    tracemalloc.start()
+    try:
+        res = learn2mix_schedule(X, y, k, epochs=epochs, mixing_rate=0.2, seed=0, batches_per_epoch=B)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert res.indices.nbytes == indices
+    assert indices <= peak < 1.5 * indices, peak / indices
+
+
+def test_schedule_memory_counts_the_sizes():
+    from schedgen.learn2mix import schedule_memory
+
+    m = schedule_memory(1437, 64, 50, epochs=3, batches_per_epoch=10**8, n_groups=10, n_outputs=10)
+    assert m["indices"] == 3 * 10**8 * 50 * 8
+    assert m["batch_offsets"] == 2 * (3 * 10**8 + 1) * 8
+    assert m["epoch_arrays"] == 2 * 3 * 10 * 8
+    assert set(m) == {"indices", "batch_offsets", "epoch_arrays", "proxy"}
+    default = schedule_memory(1437, 64, 50, epochs=1, n_groups=10, n_outputs=10)
+    assert default["indices"] == 29 * 50 * 8  # ceil(N / k) batches an epoch
+    g = schedule_memory(1437, 64, 50, epochs=1, n_groups=300, n_outputs=10, kmeans_groups=300)
+    assert g["kmeans_centers"] == 3 * 300 * 64 * 8 and g["kmeans_distances"] == 2 * 1437 * 300 * 8
