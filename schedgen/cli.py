@@ -166,8 +166,9 @@ def build(
     from .build import BuildConfig, build as run_build
 
     with _edge():
-        # Numeric options go through as text: build() parses and checks them.
-        config = BuildConfig(
+        # Numeric options go through as text: BuildConfig.from_text parses and checks them
+        # (schedgen.params), so a bad number is one error line, as for every other input.
+        config = BuildConfig.from_text(
             dataset=dataset, k=k, method=method, split=split, seed=seed, epochs=epochs, solver=solver,
             kernel=kernel, bandwidth=bandwidth, degree=degree, coef0=coef0,
             paper_coefficients=paper_coefficients, pca=pca, standardize=standardize, mixing_rate=mixing_rate,

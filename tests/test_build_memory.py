@@ -16,6 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 import schedgen.build as build_mod
+from schedgen.methods import RunContext
+from schedgen.methods.random import RandomMethod
 from schedgen import memory
 from schedgen.build import BuildConfig, build, memory_needs
 from schedgen.cli import app
@@ -31,8 +33,10 @@ def _forbid_running(monkeypatch):
     def boom(*a, **kw):
         raise AssertionError("the method ran: the build was not refused before allocating")
 
-    for name, (params_fn, _) in list(build_mod.METHODS.items()):
-        monkeypatch.setitem(build_mod.METHODS, name, (params_fn, boom))
+    from schedgen.methods import METHODS
+
+    for method in METHODS.values():
+        monkeypatch.setattr(method, "run", boom)
 
 
 def _budget(monkeypatch, n_bytes):
@@ -211,7 +215,7 @@ def test_random_holds_one_copy_of_its_indices(tmp_path):
     cfg = BuildConfig(dataset="digits", k=50, method="random", epochs=2000)
     tracemalloc.start()
     try:
-        out = build_mod._random(cfg, ds, 50, None, {})
+        out = RandomMethod().run(cfg, ds, 50, RunContext())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 import schedgen.build as build_mod
+import schedgen._summary as summary_mod
 from schedgen.build import BuildConfig, build, summary_dir
 
 HEAVY = ("sklearn", "scipy", "highspy", "matplotlib", "torch")
@@ -66,7 +67,7 @@ def test_a_cache_hit_imports_nothing_heavy(tmp_path, cache_home, options):
 def test_the_summary_spares_the_load_and_follows_the_file(tmp_path, cache_home, loads, monkeypatch):
     source = tmp_path / "digits.csv.gz"
     source.write_bytes(b"stand-in for the bundled file")
-    monkeypatch.setattr(build_mod, "_dataset_sources", lambda config: [source])
+    monkeypatch.setattr(summary_mod, "_dataset_sources", lambda dataset: [source])
     cfg = BuildConfig(dataset="digits", k=100, method="random", out_dir=tmp_path / "out")
     first = build(cfg)
     assert len(loads) == 1 and not first.cache_hit
@@ -116,8 +117,10 @@ def test_errors_are_those_of_a_load(tmp_path, cache_home):
 def test_default_solver_matches_the_solvers_module():
     from schedgen import solvers
 
-    assert build_mod.DEFAULT_SOLVER == solvers.DEFAULT_SOLVER
-    assert build_mod._BUILTIN_SOLVERS <= set(solvers.SOLVERS)
+    from schedgen.methods import mmd as mmd_method
+
+    assert mmd_method.DEFAULT_SOLVER == solvers.DEFAULT_SOLVER
+    assert mmd_method.BUILTIN_SOLVERS <= set(solvers.SOLVERS)
 
 
 def test_unknown_solver_is_refused_before_any_file(tmp_path):

@@ -353,7 +353,8 @@ def test_numeric_options_are_still_checked_by_schedgen_not_typer(tmp_path, k):
 
 
 def test_store_names_carry_the_solver_and_a_kernel_other_than_rbf(tmp_path):
-    from schedgen.build import BuildConfig, _mmd_params, cache_key
+    from schedgen.build import BuildConfig, cache_key
+    from schedgen.methods import METHODS
     from schedgen.data import load_dataset
 
     ds = load_dataset("digits")
@@ -362,7 +363,7 @@ def test_store_names_carry_the_solver_and_a_kernel_other_than_rbf(tmp_path):
     lp = build_json(tmp_path, "--k", "50", "--solver", "lp")
     for built, solver, kernel, name in [(swap, None, "rbf", "mmd-swap"), (greedy_poly, "greedy", "poly", "mmd-greedy-poly"),
                                         (lp, "lp", "rbf", "mmd-lp")]:
-        key = cache_key(ds.fingerprint, "mmd", 50, _mmd_params(BuildConfig(solver=solver, kernel=kernel), ds), "train")
+        key = cache_key(ds.fingerprint, "mmd", 50, METHODS["mmd"].params(BuildConfig(solver=solver, kernel=kernel), ds), "train")
         assert Path(built["path"]).name == f"digits-train-{name}-k50-{key[:16]}.zarr"  # the key part is the cache key
     assert Path(build_json(tmp_path, "--k", "50", "--method", "random")["path"]).name.startswith("digits-train-random-k50-")
 

@@ -39,7 +39,7 @@ _BUILDER = textwrap.dedent(
 
     out, marks, go, slow, peers = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
     waiting = go + ".waiting"
-    params_fn, run = b.METHODS["random"]
+    run = b.METHODS["random"].run
     announce = b._waiting_message
 
     def waiting_message(owner, lock):
@@ -47,7 +47,7 @@ _BUILDER = textwrap.dedent(
         with open(waiting, "a") as f:
             f.write(f"{os.getpid()}\\n")
 
-    def slowed(cfg, ds, k, progress, ctx):
+    def slowed(cfg, ds, k, ctx):
         with open(marks, "a") as f:
             f.write(f"{os.getpid()}\\n")
         print("building", flush=True)
@@ -61,9 +61,9 @@ _BUILDER = textwrap.dedent(
                         break
             time.sleep(0.01)
         time.sleep(slow)
-        return run(cfg, ds, k, progress, ctx)
+        return run(cfg, ds, k, ctx)
 
-    b.METHODS["random"] = (params_fn, slowed)
+    b.METHODS["random"].run = slowed
     b._waiting_message = waiting_message
     load_dataset("digits")
     print("ready", flush=True)
@@ -183,15 +183,16 @@ def test_without_a_working_lock_temporaries_are_left_alone(tmp_path, monkeypatch
 @pytest.fixture
 def slow_random(monkeypatch):
     """The random method, slowed, counting its runs (threads share the counter)."""
-    params_fn, run = build_mod.METHODS["random"]
+    method = build_mod.METHODS["random"]
+    run = method.run
     runs = []
 
-    def slowed(cfg, ds, k, progress, ctx):
+    def slowed(cfg, ds, k, ctx):
         runs.append(threading.get_ident())
         time.sleep(0.4)
-        return run(cfg, ds, k, progress, ctx)
+        return run(cfg, ds, k, ctx)
 
-    monkeypatch.setitem(build_mod.METHODS, "random", (params_fn, slowed))
+    monkeypatch.setattr(method, "run", slowed)
     return runs
 
 
@@ -245,12 +246,10 @@ def test_waiter_times_out_with_a_clear_message(tmp_path, caplog):
 
 
 def test_a_failed_build_releases_the_lock(tmp_path, monkeypatch):
-    params_fn, _ = build_mod.METHODS["random"]
-
-    def broken(cfg, ds, k, progress, ctx):
+    def broken(cfg, ds, k, ctx):
         raise RuntimeError("method crashed")
 
-    monkeypatch.setitem(build_mod.METHODS, "random", (params_fn, broken))
+    monkeypatch.setattr(build_mod.METHODS["random"], "run", broken)
     cfg = BuildConfig(dataset="digits", k=50, method="random", out_dir=tmp_path, lock_timeout=0)
     with pytest.raises(RuntimeError):
         build(cfg)

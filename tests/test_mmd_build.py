@@ -172,7 +172,7 @@ def test_mmd_beats_random_order_on_mean_mmd2(tmp_path, subset_npz):
 
 
 def test_row_sums_are_cached_across_k_and_solver(tmp_path, subset_npz, monkeypatch):
-    import schedgen.mmd as mmd
+    import schedgen.methods._mmd_build as mmd
 
     calls = []
     real = mmd.row_sums
@@ -182,14 +182,14 @@ def test_row_sums_are_cached_across_k_and_solver(tmp_path, subset_npz, monkeypat
     build(BuildConfig(dataset=subset_npz, k=20, method="mmd", solver="greedy", out_dir=tmp_path))
     build(BuildConfig(dataset=subset_npz, k=20, method="mmd", solver="lp", out_dir=tmp_path))
     assert len(calls) == 1  # the N^2 pass ran once
-    build(BuildConfig(dataset=subset_npz, k=20, method="mmd", solver="lp", bandwidth="3.0", out_dir=tmp_path))
+    build(BuildConfig(dataset=subset_npz, k=20, method="mmd", solver="lp", bandwidth=3.0, out_dir=tmp_path))
     assert len(calls) == 2  # another kernel: another pass
 
 
 def test_row_sums_cache_follows_the_features_bytes(tmp_path, monkeypatch):
     """Same dataset, feature parameters and kernel, other features (the PCA subsample
     depends on the seed, which the fingerprint and parameters do not carry): no hit."""
-    import schedgen.mmd as mmd
+    import schedgen.methods._mmd_build as mmd
 
     calls = []
     real = mmd.row_sums
@@ -239,7 +239,7 @@ def test_median_bandwidth_fallback_warns(tmp_path):
 
 def test_diagonal_kernel_warns(tmp_path, subset_npz):
     with pytest.warns(SchedgenWarning, match="numerically diagonal"):
-        build(BuildConfig(dataset=subset_npz, k=50, method="mmd", bandwidth="0.01", solver="greedy", out_dir=tmp_path))
+        build(BuildConfig(dataset=subset_npz, k=50, method="mmd", bandwidth=0.01, solver="greedy", out_dir=tmp_path))
 
 
 def _cli(*args):

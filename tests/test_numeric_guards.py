@@ -74,7 +74,7 @@ def _assert_one_error_line(tmp_path, r, lines, *needles):
 @pytest.fixture
 def no_row_sums(monkeypatch):
     """Fail the test if a build reaches the N² pass."""
-    import schedgen.mmd as mmd
+    import schedgen.methods._mmd_build as mmd
 
     def refuse(*a, **kw):
         raise AssertionError("the row-sum pass ran before the refusal")
@@ -289,7 +289,7 @@ def test_cli_refuses_parameters_that_overflow(tmp_path, no_row_sums, args, needl
 
 
 def test_cli_refuses_a_kernel_that_is_not_psd_before_preparing_features(tmp_path, monkeypatch):
-    import schedgen.mmd as mmd
+    import schedgen.methods._mmd_build as mmd
 
     monkeypatch.setattr(mmd, "cached_features", lambda *a, **kw: pytest.fail("features were prepared"))
     r, lines = _cli(tmp_path, "--dataset", _npz(tmp_path, _normal()), "--kernel", "poly", "--coef0", "-1")
@@ -320,7 +320,7 @@ def test_cli_warns_about_a_degenerate_kernel_naming_its_own_options(tmp_path, ar
 def test_constant_kernel_warns_like_a_diagonal_one(tmp_path):
     ds = _npz(tmp_path, _normal())
     with pytest.warns(SchedgenWarning, match=r"numerically constant .*--bandwidth median or a smaller --bandwidth"):
-        r = build(BuildConfig(dataset=ds, k=20, bandwidth="1e30", out_dir=tmp_path))
+        r = build(BuildConfig(dataset=ds, k=20, bandwidth=1e30, out_dir=tmp_path))
     assert len(r.warnings) == 1 and "numerically constant" in r.warnings[0]
     # mostly identical samples: the data, not the kernel, is constant (the fallback warns)
     X = np.zeros((40, 3), dtype=np.float32)

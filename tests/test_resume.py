@@ -140,7 +140,7 @@ def test_force_ignores_a_checkpoint(tmp_path):
 
 
 def test_mmd_checkpoint_that_does_not_fit_is_ignored():
-    from schedgen.mmd import load_state, save_state
+    from schedgen.methods._mmd_build import load_state, save_state
     from schedgen.selection import MMDState
 
     st = MMDState.start(10)

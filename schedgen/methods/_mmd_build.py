@@ -1,4 +1,7 @@
-"""The ``mmd`` method: features -> kernel -> cached row sums -> selection loop.
+"""The ``mmd`` method's work: features -> kernel -> cached row sums -> selection loop.
+
+Imported only when an mmd schedule is computed (it loads HiGHS and SciPy through the
+solvers); :mod:`schedgen.methods.mmd` holds what a cache hit needs.
 
 Cached artifacts (under ``<out_dir>/.cache``), keyed by the dataset fingerprint and
 the parameters that shape them, so a second build with another k or solver skips
@@ -20,10 +23,10 @@ from typing import Callable
 
 import numpy as np
 
-from .checkpoint import code_digest
-from .data import Dataset
-from .features import FeatureSpec, prepare_features
-from .kernels import (
+from ..checkpoint import code_digest
+from ..data import Dataset
+from ..features import FeatureSpec, prepare_features
+from ..kernels import (
     FALLBACK_BANDWIDTH,
     backend,
     make_kernel,
@@ -32,8 +35,9 @@ from .kernels import (
     pinned_blas,
     row_sums,
 )
-from .selection import MMDState, mmd_schedule
-from .solvers import get_solver
+from ..selection import MMDState, mmd_schedule
+from ..solvers import get_solver
+from ._base import MethodOutput
 
 __all__ = ["run_mmd", "cached_features", "cached_row_sums", "save_state", "load_state"]
 
@@ -181,8 +185,6 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
     ``checkpoint.every`` seconds and a saved state is continued from; the result is
     the same bytes as an uninterrupted run.
     """
-    from .build import MethodOutput
-
     warn = warn or (lambda msg: None)
     spec = FeatureSpec(pca=cfg.pca, standardize=cfg.standardize, seed=cfg.seed)
     feature_params = spec.params(ds.n_features)
