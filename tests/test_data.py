@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 
 from schedgen import data
+from schedgen.data import _dataset, _download, _sources
 from schedgen.data import (
     DATASETS,
     Dataset,
@@ -623,7 +624,7 @@ class TestValidateArrays:
             validate_arrays(X, [0, 0, 0, 0], source="s")
 
     def test_nan_scan_spans_blocks(self, monkeypatch):
-        monkeypatch.setattr(data, "_FINITE_BLOCK", 6)  # 2 rows of 3 per block
+        monkeypatch.setattr(_dataset, "_FINITE_BLOCK", 6)  # 2 rows of 3 per block
         X = np.ones((9, 3), dtype=np.float32)
         X[5, 0] = X[5, 2] = X[8, 1] = np.nan
         with pytest.raises(DataError, match=r"contain 3 non-finite values \(NaN or inf\); first at row 5$"):
@@ -719,8 +720,8 @@ class TestFingerprint:
     def test_shape_is_hashed(self):
         # Same flat bytes, different (n, d): the header tells them apart.
         X = np.zeros((4, 6), np.float32)
-        a = data._hash_canonical(X, np.zeros(4, np.int64), None)
-        b = data._hash_canonical(X.reshape(6, 4), np.zeros(4, np.int64), None)
+        a = _dataset._hash_canonical(X, np.zeros(4, np.int64), None)
+        b = _dataset._hash_canonical(X.reshape(6, 4), np.zeros(4, np.int64), None)
         assert a != b
 
     @settings(max_examples=60, deadline=None)
@@ -791,7 +792,7 @@ class TestDataset:
 
 
 def serve(monkeypatch, payloads: dict[str, bytes], *, register_md5: bool = True) -> list[str]:
-    """Replace ``data._fetch`` by one that writes ``payloads[url]``; return the list of URLs fetched."""
+    """Replace ``_download._fetch`` by one that writes ``payloads[url]``; return the list of URLs fetched."""
     calls: list[str] = []
 
     def fake_fetch(url, dest, **kwargs):
@@ -799,10 +800,10 @@ def serve(monkeypatch, payloads: dict[str, bytes], *, register_md5: bool = True)
         with open(dest, "wb") as fh:
             fh.write(payloads[url])
 
-    monkeypatch.setattr(data, "_fetch", fake_fetch)
+    monkeypatch.setattr(_download, "_fetch", fake_fetch)
     if register_md5:
         for url, payload in payloads.items():
-            monkeypatch.setitem(data._MD5, url, hashlib.md5(payload).hexdigest())
+            monkeypatch.setitem(_sources._MD5, url, hashlib.md5(payload).hexdigest())
     return calls
 
 
@@ -905,7 +906,7 @@ class TestDownload:
                 fh.write(b"half a file")
             raise urllib.error.URLError("Temporary failure in name resolution")
 
-        monkeypatch.setattr(data, "_fetch", failing_fetch)
+        monkeypatch.setattr(_download, "_fetch", failing_fetch)
         url = "http://ufldl.stanford.edu/housenumbers/train_32x32.mat"
         match = rf"could not download {re.escape(url)}: URLError: Temporary failure in name resolution$"
         with pytest.raises(DataError, match=match):
@@ -929,7 +930,7 @@ class TestDownload:
                 fh.write(b"partial")
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(data, "_fetch", interrupted)
+        monkeypatch.setattr(_download, "_fetch", interrupted)
         with pytest.raises(KeyboardInterrupt):
             load_dataset("svhn", data_dir=tmp_path, download=True)
         assert files_in(tmp_path) == []
@@ -939,10 +940,10 @@ class TestDownload:
         src = tmp_path / "src.bin"
         src.write_bytes(bytes(range(256)) * 10)
         dest = tmp_path / "dest.bin"
-        data._fetch(src.as_uri(), str(dest))
+        _download._fetch(src.as_uri(), str(dest))
         assert dest.read_bytes() == src.read_bytes()
         with pytest.raises(urllib.error.URLError):
-            data._fetch((tmp_path / "absent").as_uri(), str(tmp_path / "d2"))
+            _download._fetch((tmp_path / "absent").as_uri(), str(tmp_path / "d2"))
 
 
 # --------------------------------------------------------------------------- #
@@ -1022,7 +1023,7 @@ class TestDownloadDeadlineProgressSignals:
             r"0\.5 s \(\d+ of 40 bytes received\); set SCHEDGEN_DOWNLOAD_TIMEOUT to a longer time in seconds$"
         )
         with pytest.raises(DataError, match=match):
-            data._download(url, tmp_path / "f.bin", timeout=0.5, progress=_quiet)
+            _download._download(url, tmp_path / "f.bin", timeout=0.5, progress=_quiet)
         assert files_in(tmp_path) == []
 
     def test_deadline_from_environment(self, tmp_path, http_serve, monkeypatch):
@@ -1030,13 +1031,13 @@ class TestDownloadDeadlineProgressSignals:
         monkeypatch.setenv("SCHEDGEN_DOWNLOAD_TIMEOUT", "0.3")
         assert data.download_timeout() == 0.3
         with pytest.raises(DataError, match=r"TimeoutError: not complete after the deadline of 0\.3 s"):
-            data._download(url, tmp_path / "f.bin", progress=_quiet)
+            _download._download(url, tmp_path / "f.bin", progress=_quiet)
         assert files_in(tmp_path) == []
         for bad in ("abc", "0", "-5", "nan", "inf"):
             monkeypatch.setenv("SCHEDGEN_DOWNLOAD_TIMEOUT", bad)
             match = rf"^SCHEDGEN_DOWNLOAD_TIMEOUT must be a positive number of seconds, got '{bad}'$"
             with pytest.raises(ParameterError, match=match):
-                data._download(url, tmp_path / "f.bin", progress=_quiet)
+                _download._download(url, tmp_path / "f.bin", progress=_quiet)
         monkeypatch.setenv("SCHEDGEN_DOWNLOAD_TIMEOUT", "")
         assert data.download_timeout() == data.DEFAULT_DOWNLOAD_TIMEOUT == 1800.0
 
@@ -1044,12 +1045,12 @@ class TestDownloadDeadlineProgressSignals:
         body = bytes(range(256)) * 800  # 204,800 bytes
         url = http_serve(body, chunk=50_000)
         seen = []
-        data._download(url, tmp_path / "a.bin", progress=lambda done, total: seen.append((done, total)))
+        _download._download(url, tmp_path / "a.bin", progress=lambda done, total: seen.append((done, total)))
         assert (tmp_path / "a.bin").read_bytes() == body
         assert seen[0] == (0, len(body)) and seen[-1] == (len(body), len(body))
         assert [d for d, _ in seen] == sorted(d for d, _ in seen)
         # The default reporter: a line at the start and at the end (and every 5 s between).
-        data._download(url, tmp_path / "b.bin")
+        _download._download(url, tmp_path / "b.bin")
         err = capsys.readouterr().err.splitlines()
         assert err[0] == f"downloading {url}: 0 B of 205 kB (0%)"
         assert err[-1] == f"downloading {url}: 205 kB of 205 kB (100%)"
@@ -1061,8 +1062,8 @@ class TestDownloadDeadlineProgressSignals:
         url = http_serve(b"x" * 4000, chunk=10, delay=0.05)  # 20 s if nobody stops it
         folder = tmp_path / "data"
         code = (
-            "import pathlib, sys; from schedgen import data; "
-            "data._download(sys.argv[1], pathlib.Path(sys.argv[2]), timeout=60, progress=lambda d, t: None)"
+            "import pathlib, sys; from schedgen.data import _download; "
+            "_download._download(sys.argv[1], pathlib.Path(sys.argv[2]), timeout=60, progress=lambda d, t: None)"
         )
         proc = subprocess.Popen(
             [sys.executable, "-c", code, url, str(folder / "f.bin")],
@@ -1100,7 +1101,7 @@ class TestDownloadDeadlineProgressSignals:
         try:
             match = rf"^download of {re.escape(url)} stopped by SIGTERM; the partial file was removed$"
             with pytest.raises(DataError, match=match):
-                data._download(url, tmp_path / "f.bin", timeout=60, progress=kill_self)
+                _download._download(url, tmp_path / "f.bin", timeout=60, progress=kill_self)
             assert received == [signal.SIGTERM]
             assert signal.getsignal(signal.SIGTERM) is previous  # restored
         finally:
@@ -1114,7 +1115,7 @@ class TestDownloadDeadlineProgressSignals:
 
         def run():
             try:
-                data._download(url, tmp_path / "f.bin", progress=_quiet)
+                _download._download(url, tmp_path / "f.bin", progress=_quiet)
             except BaseException as exc:  # pragma: no cover - reported below
                 errors.append(exc)
 
@@ -1131,7 +1132,7 @@ class TestDownloadDeadlineProgressSignals:
         dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True)
         dead_pid = int(dead.stdout)
-        here = data._host_tag()
+        here = _download._host_tag()
         other = "00000000" if here != "00000000" else "11111111"
         names = {
             "dead": f".train_32x32.mat.{dead_pid}-{here}.abc_1234.part",  # this machine, pid gone
@@ -1151,14 +1152,14 @@ class TestDownloadDeadlineProgressSignals:
         url = "http://ufldl.stanford.edu/housenumbers/test_32x32.mat"
         temporaries = []
         payload = svhn_mat_bytes(X, np.array([[1]], np.uint8))
-        monkeypatch.setitem(data._MD5, url, hashlib.md5(payload).hexdigest())
+        monkeypatch.setitem(_sources._MD5, url, hashlib.md5(payload).hexdigest())
 
         def fake_fetch(u, dest, **kwargs):
             temporaries.append(os.path.basename(dest))
             with open(dest, "wb") as fh:
                 fh.write(payload)
 
-        monkeypatch.setattr(data, "_fetch", fake_fetch)
+        monkeypatch.setattr(_download, "_fetch", fake_fetch)
         load_dataset("svhn", split="test", data_dir=tmp_path, download=True)
         kept = sorted(names[k] for k in ("live", "remote_fresh", "legacy_fresh", "foreign_old"))
         assert _part_files(folder) == kept
