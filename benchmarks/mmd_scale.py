@@ -16,7 +16,9 @@ own peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``):
 * ``lp``, ``greedy``, ``swap``: a full schedule, row sums + selection loop; seconds,
   ratio to the floor, peak RSS and the mean batch MMD² over the schedule (the
   MMD²(P ∪ B, Q \\ B) the loop records after every batch);
-* ``random``: the mean prefix MMD² of a seeded random order (``prefix_mmd2``).
+* ``random``: the mean prefix MMD² of a seeded random order, scored by
+  ``schedgen.evaluate.prefix_mmd2`` with the loop's own formula and bookkeeping
+  (``schedgen.mmd2``), so the two means compare like with like.
 
 The table also shows how the time grows with N (exponent of a power law fitted
 between consecutive sizes). Usage::

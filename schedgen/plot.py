@@ -22,7 +22,10 @@ import numpy as np
 from .errors import ParameterError, StoreError
 from .store import Schedule, read_schedule
 
-__all__ = ["PlotResult", "plot_schedule", "draw_schedule", "plot_format", "random_baseline_mmd2", "BASELINE_STREAM", "PLOT_FORMATS"]
+__all__ = [
+    "PlotResult", "plot_schedule", "draw_schedule", "plot_format", "order_mmd2", "random_baseline_mmd2",
+    "BASELINE_STREAM", "PLOT_FORMATS",
+]
 
 #: Output formats, chosen by the output's extension.
 PLOT_FORMATS = ("png", "pdf", "svg")
@@ -49,11 +52,15 @@ def _pyplot():
     return plt
 
 
-def random_baseline_mmd2(schedule: Schedule, *, data_dir=None, seed: int = 0) -> np.ndarray:
-    """Per-batch MMD² of a seeded random order cut like ``schedule``, same data and kernel.
+def order_mmd2(schedule: Schedule, order: np.ndarray | None = None, *, data_dir=None) -> np.ndarray:
+    """Per-batch MMD² of ``order`` cut like ``schedule``'s first epoch, same data and kernel.
 
-    Loads the schedule's dataset (its fingerprint must match), rebuilds its features
-    and kernel from the stored ``params``.
+    ``order`` : a permutation of the dataset's samples; default: the schedule's own
+    first epoch, which then scores as its recorded ``batch_mmd2`` (to the float32
+    rounding of the kernel columns its solver reused, see ``schedgen.evaluate``).
+    Loads the schedule's dataset (its fingerprint must match), rebuilds its features,
+    kernel and row sums from the stored ``params`` as the build did, and scores with
+    :func:`schedgen.evaluate.prefix_mmd2`, the selection loop's formula.
     """
     from .data import load_dataset
     from .features import FeatureSpec, prepare_features
@@ -73,10 +80,20 @@ def random_baseline_mmd2(schedule: Schedule, *, data_dir=None, seed: int = 0) ->
         X = prepare_features(ds, spec)
     kernel = kernel_from_params({k: p[k] for k in ("kernel", "bandwidth", "degree", "coef0", "scale") if k in p})
     s_tot, _ = row_sums(kernel, X)
-    order = np.random.default_rng([seed, BASELINE_STREAM]).permutation(ds.n_samples).astype(np.int64)
     e0 = schedule.epoch_batches(0)
-    offsets = schedule.batch_offsets[e0.start : e0.stop + 1] - schedule.batch_offsets[e0.start]
-    return prefix_mmd2(X, kernel, order, offsets, s_tot)
+    start, stop = int(schedule.batch_offsets[e0.start]), int(schedule.batch_offsets[e0.stop])
+    offsets = schedule.batch_offsets[e0.start : e0.stop + 1] - start
+    if order is None:
+        order = schedule.indices[start:stop]
+    return prefix_mmd2(X, kernel, np.asarray(order, dtype=np.int64), offsets, s_tot)
+
+
+def random_baseline_mmd2(schedule: Schedule, *, data_dir=None, seed: int = 0) -> np.ndarray:
+    """Per-batch MMD² of a seeded random order (``default_rng([seed, BASELINE_STREAM])``)
+    cut like ``schedule``, same data and kernel, scored as the selection loop scores
+    the schedule (:func:`order_mmd2`)."""
+    order = np.random.default_rng([seed, BASELINE_STREAM]).permutation(schedule.n_samples).astype(np.int64)
+    return order_mmd2(schedule, order, data_dir=data_dir)
 
 
 def plot_format(out) -> str:
@@ -216,7 +233,7 @@ def plot_schedule(
     Summary numbers in ``series`` are None where undefined (an MMD² mean when no
     batch has one: a k = N schedule's only batch is NaN by design).
     """
-    from .build import parse_int
+    from .params import parse_int
 
     seed = parse_int("seed", seed, minimum=0)
     out = Path(out)

@@ -13,7 +13,8 @@ After B is chosen, ``s_P(i) += sum_{j in B} K_ij`` for the remaining samples: on
 (nQ x k) kernel block per step, about N^2/2 kernel values over a schedule (half the
 row-sum pass), computed from GEMM operands prepared once (``WorkingSet``) or reused
 from the columns the solver already computed. The MMD^2(P u B, Q \\ B) after each
-step is tracked from running kernel sums, in float64.
+step is tracked from running kernel sums, in float64, by ``schedgen.mmd2`` (the form
+``schedgen.evaluate.prefix_mmd2`` scores any order with).
 
 Cost on SVHN-shaped data (benchmarks/mmd_scale.py, N = 73,257, k = 50, 2 cores), as
 multiples of one row-sum pass, row sums included: ``lp`` about 1.7-2.0x, ``greedy``
@@ -30,6 +31,7 @@ import numpy as np
 
 from .errors import ParameterError
 from .kernels import WorkingSet, to_numpy, worker_pool
+from .mmd2 import grow_prefix_sum, split_mmd2
 from .solvers import BatchProblem
 
 __all__ = ["COEFFICIENTS", "MMDState", "mmd_schedule", "diag_coefficient"]
@@ -71,14 +73,6 @@ class MMDState:
     @property
     def done(self) -> bool:
         return len(self.Q) == 0
-
-
-def _mmd2(S_AA: float, S_AR: float, S_RR: float, a: int, b: int) -> float:
-    """MMD^2 between A (a samples) and R = D \\ A (b samples) from the kernel sums over
-    A x A, A x R and R x R."""
-    if a == 0 or b == 0:
-        return float("nan")  # one side is empty: MMD is undefined
-    return S_AA / a**2 - 2.0 * S_AR / (a * b) + S_RR / b**2
 
 
 def mmd_schedule(
@@ -185,7 +179,7 @@ def _step(st: MMDState, ws, k, n, coef, kdiag, s_tot, neg_tot, has_neg, solver) 
     keep = np.ones(nQ, dtype=bool)
     keep[pos] = False
     KBB = ws.block(B, B)
-    st.S_AA += 2.0 * float(np.sum(st.sP[pos])) + float(np.sum(KBB))
+    st.S_AA = grow_prefix_sum(st.S_AA, st.sP[pos], KBB)
     st.S_AD += float(np.sum(s_tot[B]))
     rest = Q[keep]
     if len(rest):
@@ -211,10 +205,5 @@ def _step(st: MMDState, ws, k, n, coef, kdiag, s_tot, neg_tot, has_neg, solver) 
     ws.remove(pos)
     st.Q = rest
     st.batches.append(B)
-    # S_AR = Σ_{i∈R} s_P(i) and S_RR = Σ_{i∈R} (s_tot(i) - s_P(i)) from the rows left,
-    # rather than T - 2 S_AD + S_AA: near the end R is small and that difference of
-    # O(N²) sums would lose ~N²/|R|² of the relative precision (float32 kernel values
-    # from different GEMM kernels need not share their rounding), this one ~N/|R|.
-    S_AR = float(np.sum(st.sP))
-    S_RR = float(np.sum(s_tot[rest])) - S_AR
-    st.mmd2.append(_mmd2(st.S_AA, S_AR, S_RR, n - len(rest), len(rest)))
+    # S_AR and S_RR from the rows left, not T - 2 S_AD + S_AA (schedgen.mmd2 says why).
+    st.mmd2.append(split_mmd2(st.S_AA, st.sP, s_tot[rest], n - len(rest)))
