@@ -25,14 +25,13 @@ from schedgen.solvers import (
     LPSolver,
     Solver,
     SwapSolver,
-    brute_force,
-    full_lp,
     get_solver,
     objective,
     reduced_lp_objective,
     solve_lp_relaxation,
 )
-from schedgen.solvers import _solve_lp
+from schedgen.solvers._highs import _solve_lp
+from schedgen.solvers._oracles import brute_force, full_lp
 
 # --------------------------------------------------------------------------- instances
 
@@ -303,6 +302,36 @@ class TestHighs:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         p = BatchProblem.from_dense(np.array([[-1.0, 0.5, 0.2], [0.5, -2, 0.1], [0.2, 0.1, -1]]), 2)
         assert out.stdout == f"{SOLVERS['lp'](p).tolist()}\n"  # and no banner on stdout
+
+    def test_build_json_stdout_is_pure_json(self, tmp_path):
+        """``schedgen build ... --solver lp --json`` in a fresh process whose stdout is a
+        pipe (fd 1, where HiGHS writes): one JSON line, nothing else, although HiGHS ran
+        (the half-integral certificate fails on this small 2-D set)."""
+        import json
+
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(60, 2)).astype(np.float32)
+        np.savez(tmp_path / "d.npz", X=X, y=(np.arange(60) % 3).astype(np.int64))
+        code = (
+            "import sys\n"
+            "import schedgen.solvers._highs as highs_mod\n"
+            "real = highs_mod._native_run\n"
+            "def run(h):\n"
+            "    sys.stderr.write('highs run\\n')\n"
+            "    return real(h)\n"
+            "highs_mod._native_run = run\n"
+            "from schedgen.cli import main\n"
+            "sys.argv = ['schedgen', *sys.argv[1:]]\n"
+            "main()\n"
+        )
+        args = ["build", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--k", "10", "--solver", "lp",
+                "--out-dir", str(tmp_path), "--json"]
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert "highs run" in out.stderr  # HiGHS was constructed and solved in this process
+        lines = out.stdout.splitlines()
+        assert len(lines) == 1, out.stdout
+        assert json.loads(lines[0])["n_batches"] == 6
 
 
 # --------------------------------------------------------------------------- LP
@@ -806,14 +835,14 @@ class TestLPLargeK:
         """The reported stall: digits (N = 1,437) with --solver lp at k = 300, 700, 719 and
         1,400 handed HiGHS every pair of the unscheduled samples (up to ~10⁶ rows, minutes
         in one native call). Each reduced LP now stays on the small side of the complement."""
-        import schedgen.solvers as solvers_mod
+        import schedgen.solvers._lp as lp_mod
         from schedgen.kernels import make_kernel, row_sums
         from schedgen.selection import mmd_schedule
 
         X = digits_X()[:1437].astype(np.float32)
         kern = make_kernel("rbf", bandwidth="median", X=X, seed=0)
         s, neg = row_sums(kern, X)
-        real = solvers_mod._reduced_lp
+        real = lp_mod._reduced_lp
         largest = []
 
         def guarded(a, diag, k, pair_i, *args, **kw):
@@ -822,7 +851,7 @@ class TestLPLargeK:
                 raise AssertionError(f"a reduced LP with {pair_i.size} pair rows")
             return real(a, diag, k, pair_i, *args, **kw)
 
-        monkeypatch.setattr(solvers_mod, "_reduced_lp", guarded)
+        monkeypatch.setattr(lp_mod, "_reduced_lp", guarded)
         for k in (300, 700, 719, 1400):
             st = mmd_schedule(X, k, kernel=kern, solver=LPSolver(), s_tot=s, neg_tot=neg)
             assert sorted(np.concatenate(st.batches).tolist()) == list(range(1437))
@@ -832,7 +861,7 @@ class TestLPLargeK:
 class TestBoxFlow:
     @pytest.mark.parametrize("seed", range(6))
     def test_finds_a_flow_inside_the_box(self, seed):
-        from schedgen.solvers import _box_flow
+        from schedgen.solvers._certificate import _box_flow
 
         rng = np.random.default_rng([73, seed])
         n = int(rng.integers(3, 60))
@@ -849,23 +878,15 @@ class TestBoxFlow:
         assert_allclose(y.sum(1), d, atol=1e-9)
 
     def test_infeasible_demands_give_none(self):
-        from schedgen.solvers import _box_flow
+        from schedgen.solvers._certificate import _box_flow
 
         W = np.ones((4, 4)) - np.eye(4)
         d = np.array([2.9, 0.1, 0.1, 0.1])  # row 0 needs more than its partners can give
         assert _box_flow(W, d, 1e-9) is None
 
 
-def test_ctrl_c_stops_a_long_highs_solve(monkeypatch):
-    """SIGINT during HiGHS's native run stops the solve within an iteration and raises
-    KeyboardInterrupt (before: the signal waited until the whole solve returned)."""
-    import os
-    import signal
-    import threading
-    import time
-
-    import schedgen.solvers as solvers_mod
-
+def _long_lp():
+    """A reduced LP with every pair row: several seconds of simplex (Z, k, args)."""
     rng = np.random.default_rng(5)
     n, k = 240, 150
     X = rng.normal(size=(n, 5))
@@ -874,14 +895,14 @@ def test_ctrl_c_stops_a_long_highs_solve(monkeypatch):
     np.fill_diagonal(Z, -60 + rng.normal(size=n))
     p = problem_of(Z, k)
     iu, ju = np.triu_indices(n, 1)  # every pair row: several seconds of simplex
-    started = threading.Event()
-    real = solvers_mod._native_run
+    return Z, k, (p.a, p.diag, k, iu, ju, Z[iu, ju])
 
-    def run(h):
-        started.set()
-        return real(h)
 
-    monkeypatch.setattr(solvers_mod, "_native_run", run)
+def _press_ctrl_c_when(started):
+    import os
+    import signal
+    import threading
+    import time
 
     def press_ctrl_c():
         started.wait(60)
@@ -889,8 +910,58 @@ def test_ctrl_c_stops_a_long_highs_solve(monkeypatch):
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
+
+
+def test_ctrl_c_stops_a_long_highs_solve(monkeypatch):
+    """SIGINT during HiGHS's native run stops the solve within an iteration and raises
+    KeyboardInterrupt (before: the signal waited until the whole solve returned)."""
+    import threading
+
+    import schedgen.solvers._highs as highs_mod
+    import schedgen.solvers._lp as lp_mod
+
+    Z, k, args = _long_lp()
+    started = threading.Event()
+    real = highs_mod._native_run
+
+    def run(h):
+        started.set()
+        return real(h)
+
+    monkeypatch.setattr(highs_mod, "_native_run", run)
+    _press_ctrl_c_when(started)
     with pytest.raises(KeyboardInterrupt, match="interrupted while HiGHS was solving"):
-        solvers_mod._reduced_lp(p.a, p.diag, k, iu, ju, Z[iu, ju])
+        lp_mod._reduced_lp(*args)
     # HiGHS is left usable: the next solve runs to the end
     small = problem_of(Z[:20, :20], 5)
     assert_allclose(solve_lp_relaxation(small, certify_half=False).value, full_lp(small)[0], rtol=1e-9)
+
+
+def test_ctrl_c_returns_once_highs_has_stopped(monkeypatch):
+    """The KeyboardInterrupt reaches the caller only after HiGHS's run has returned, and
+    it returned because of the interrupt callback (model status kInterrupt). Python 3.11's
+    Thread.join, interrupted by Ctrl-C, marks a running thread stopped; waiting on it let
+    the caller (and a process exiting) run on while HiGHS was still solving."""
+    import threading
+
+    import highspy
+
+    import schedgen.solvers._highs as highs_mod
+    import schedgen.solvers._lp as lp_mod
+
+    _, _, args = _long_lp()
+    started = threading.Event()
+    real = highs_mod._native_run
+    returned = []
+
+    def run(h):
+        started.set()
+        status = real(h)
+        returned.append(h.getModelStatus())
+        return status
+
+    monkeypatch.setattr(highs_mod, "_native_run", run)
+    _press_ctrl_c_when(started)
+    with pytest.raises(KeyboardInterrupt, match="interrupted while HiGHS was solving"):
+        lp_mod._reduced_lp(*args)
+    assert returned == [highspy.HighsModelStatus.kInterrupt]
