@@ -35,6 +35,7 @@ from .errors import ParameterError, SchedgenError, StoreError
 from .locks import DEFAULT_LOCK_TIMEOUT, LockOwner, LockTimeoutError, exclusive_lock
 from .memory import MemoryNeed
 from .methods import DEFAULT_METHOD, DEFAULT_SOLVER, METHODS, Method, RunContext, get_method
+from .rng import MAX_WORD
 from .params import check_int, check_real, parse_bandwidth, parse_float, parse_int
 from .store import FORMAT_VERSION, Schedule, read_schedule, remove_orphans, write_schedule
 
@@ -62,9 +63,9 @@ class SchedgenWarning(UserWarning):
     """Something is legal but probably not what the user wants (e.g. a diagonal kernel)."""
 
 
-#: BuildConfig's integer options: name -> (how messages name it, minimum).
-_INTS = {"k": ("k", 1), "seed": ("seed", 0), "epochs": ("epochs", 1), "degree": ("degree", 1),
-         "pca": ("pca", 0), "batches_per_epoch": ("batches per epoch", 1)}
+#: BuildConfig's integer options: name -> (how messages name it, minimum, maximum).
+_INTS = {"k": ("k", 1, None), "seed": ("seed", 0, MAX_WORD), "epochs": ("epochs", 1, None),
+         "degree": ("degree", 1, None), "pca": ("pca", 0, None), "batches_per_epoch": ("batches per epoch", 1, None)}
 #: BuildConfig's real options: name -> (how messages name it, what is expected).
 _REALS = {"coef0": ("coef0", "a finite number"), "mixing_rate": ("mixing rate", "a number in (0, 1]")}
 #: Options that may be None (unset).
@@ -115,10 +116,10 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         get_method(self.method)
-        for name, (label, minimum) in _INTS.items():
+        for name, (label, minimum, maximum) in _INTS.items():
             value = getattr(self, name)
             if not (value is None and name in _OPTIONAL):
-                object.__setattr__(self, name, check_int(label, value, minimum=minimum))
+                object.__setattr__(self, name, check_int(label, value, minimum=minimum, maximum=maximum))
         for name, (label, expected) in _REALS.items():
             object.__setattr__(self, name, check_real(label, getattr(self, name), expected))
         bw = self.bandwidth
@@ -136,9 +137,9 @@ class BuildConfig:
         """A config from option text as typed on the command line (``k="50"``,
         ``bandwidth="0.5"``): numbers are parsed by :mod:`schedgen.params`, with the same
         one-line errors as typed values get."""
-        for name, (label, minimum) in _INTS.items():
+        for name, (label, minimum, maximum) in _INTS.items():
             if isinstance(options.get(name), str):
-                options[name] = parse_int(label, options[name], minimum=minimum)
+                options[name] = parse_int(label, options[name], minimum=minimum, maximum=maximum)
         for name, (label, expected) in _REALS.items():
             if isinstance(options.get(name), str):
                 options[name] = parse_float(label, options[name], expected)

@@ -14,6 +14,7 @@ import numpy as np
 
 from .data import Dataset
 from .errors import ParameterError
+from .rng import rng
 
 __all__ = ["FeatureSpec", "prepare_features", "pca_basis", "DEFAULT_PCA", "PCA_THRESHOLD"]
 
@@ -22,7 +23,6 @@ DEFAULT_PCA = 128
 PCA_THRESHOLD = 256
 #: Rows the PCA is fitted on (a seeded subsample when the dataset is larger).
 PCA_FIT_ROWS = 20_000
-_PCA_STREAM = 0x504341  # "PCA": second word of the subsample's rng key
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def pca_basis(
     """Mean and top-``dim`` principal axes of ``transform(X)``, deterministic.
 
     Fitted in float64 on all rows when ``N <= fit_rows``, else on ``fit_rows`` rows drawn
-    without replacement by ``default_rng([seed, 0x504341])``. Each axis' sign is fixed so
+    without replacement by ``rng(seed, "pca")`` (:mod:`schedgen.rng`). Each axis' sign is fixed so
     that its largest-magnitude coordinate is positive (first such coordinate on ties).
     The mean and the covariance ``Σ (x - mean)(x - mean)ᵀ / (n - 1)`` are accumulated
     over blocks of ``block_rows`` rows, so the float64 copy of the fitted rows never
@@ -99,7 +99,7 @@ def pca_basis(
     n = X.shape[0]
     rows = None
     if n > fit_rows:
-        rows = np.sort(np.random.default_rng([seed, _PCA_STREAM]).choice(n, size=fit_rows, replace=False))
+        rows = np.sort(rng(seed, "pca").choice(n, size=fit_rows, replace=False))
     m = n if rows is None else len(rows)
     f = transform if transform is not None else (lambda b: np.array(b, dtype=np.float64))  # a copy: centred in place
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..memory import MemoryNeed
+from ..rng import rng
 from ._base import Method, MethodOutput, RunContext
 
-__all__ = ["RandomMethod", "RANDOM_STREAM"]
-
-#: Stream tag of the random method's draws (keeps them apart from other methods' keys:
-#: SeedSequence pads keys with zeros, so [seed, e] and [seed, e, 0] would collide).
-RANDOM_STREAM = 0x72616E64  # "rand"
+__all__ = ["RandomMethod"]
 
 
 class RandomMethod(Method):
-    """Epoch e is ``default_rng([seed, RANDOM_STREAM, e]).permutation(N)`` cut into batches of k."""
+    """Epoch e is ``rng(seed, "random", e).permutation(N)`` (:mod:`schedgen.rng`) cut into batches of k."""
 
     name = "random"
     revision = 1
@@ -40,7 +37,7 @@ class RandomMethod(Method):
         # no second copy of the permutations, whatever the number of epochs.
         indices = np.empty(epochs * n, dtype=np.int64)
         for e in range(epochs):
-            indices[e * n : (e + 1) * n] = np.random.default_rng([config.seed, RANDOM_STREAM, e]).permutation(n)
+            indices[e * n : (e + 1) * n] = rng(config.seed, "random", e).permutation(n)
         ends = np.minimum(np.arange(1, per_epoch + 1, dtype=np.int64) * k, n)  # batch ends within an epoch
         batch_offsets = np.zeros(epochs * per_epoch + 1, dtype=np.int64)
         np.add(np.arange(epochs, dtype=np.int64)[:, None] * n, ends[None, :],
