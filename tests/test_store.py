@@ -116,21 +116,21 @@ def test_refuses_to_overwrite_without_flag(tmp_path):
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
-    import schedgen.store as store
+    import schedgen.store._write as _write
 
     def boom(schedule, path, **kw):
         (Path(path) / "zarr.json").parent.mkdir(parents=True, exist_ok=True)
         (Path(path) / "zarr.json").write_text("{}")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store, "_write_group", boom)
+    monkeypatch.setattr(_write, "_write_group", boom)
     with pytest.raises(StoreError, match="No space left on device"):
         write_schedule(random_schedule(), tmp_path / "s.zarr")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_failed_overwrite_keeps_the_old_store(tmp_path, monkeypatch):
-    import schedgen.store as store
+    import schedgen.store._write as _write
 
     s = random_schedule()
     p = write_schedule(s, tmp_path / "s.zarr")
@@ -138,7 +138,7 @@ def test_failed_overwrite_keeps_the_old_store(tmp_path, monkeypatch):
     def boom(schedule, path, **kw):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store, "_write_group", boom)
+    monkeypatch.setattr(_write, "_write_group", boom)
     with pytest.raises(StoreError):
         write_schedule(random_schedule(seed=5), p, overwrite=True)
     assert read_schedule(p).digest == s.digest
@@ -170,10 +170,10 @@ def test_overwrite_swaps_atomically(tmp_path, monkeypatch):
 def test_overwrite_without_exchange_and_a_crash_between_the_renames(tmp_path, monkeypatch):
     """Where no atomic exchange exists, the old store is moved aside first; a crash right
     then leaves it there, and a reader names it instead of only saying 'missing'."""
-    import schedgen.store as store
+    import schedgen.store._fs as _fs
 
     p = write_schedule(random_schedule(), tmp_path / "s.zarr")
-    monkeypatch.setattr(store, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(_fs, "_exchange", lambda a, b: False)
     s2 = random_schedule(seed=7)
     write_schedule(s2, p, overwrite=True)  # the fallback still works
     assert read_schedule(p).digest == s2.digest
@@ -203,9 +203,10 @@ _STAGED_WRITER = textwrap.dedent(
     """
     import sys, numpy as np
     import schedgen.store as store
+    import schedgen.store._write as _write
     sys.path.insert(0, {tests!r})
     from test_store import random_schedule
-    orig = store._write_group
+    orig = _write._write_group
 
     def stage(i):  # say where the write is, then wait to be killed (or let go)
         print(f"stage {{i}}", flush=True)
@@ -219,7 +220,7 @@ _STAGED_WRITER = textwrap.dedent(
             stage(i)
         orig(schedule, path, **kw)
         stage(3)  # the whole store written, not yet renamed into place
-    store._write_group = staged
+    _write._write_group = staged
     store.write_schedule(random_schedule(n=20000, k=7), {final!r})
     print("done", flush=True)
     """
@@ -412,9 +413,9 @@ def _inodes(root: Path) -> dict:
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    import schedgen.store as store
+    import schedgen.store._write as _write
 
-    monkeypatch.setattr(store, "_CHUNK", 64)  # 103-sample epochs span several chunks
+    monkeypatch.setattr(_write, "_CHUNK", 64)  # 103-sample epochs span several chunks
     return 64
 
 
@@ -448,7 +449,8 @@ def test_append_links_the_unchanged_chunks_and_writes_the_same_bytes(tmp_path, s
 def test_append_writes_everything_when_it_cannot_confirm_the_old_store(tmp_path, small_chunks, monkeypatch, why):
     import dataclasses
 
-    import schedgen.store as store
+    import schedgen.store._append as _append
+    import schedgen.store._write as _write
 
     old, new, promise = _grown()
     p = write_schedule(old, tmp_path / "run.zarr")
@@ -458,9 +460,9 @@ def test_append_writes_everything_when_it_cannot_confirm_the_old_store(tmp_path,
     elif why == "no hard links":
         def no_link(src, dst, **kw):
             raise OSError(1, "Operation not permitted")
-        monkeypatch.setattr(store, "_hard_link", no_link)
+        monkeypatch.setattr(_append, "_hard_link", no_link)
     else:
-        monkeypatch.setattr(store, "_CHUNK", 32)  # the old store's chunks are of 64
+        monkeypatch.setattr(_write, "_CHUNK", 32)  # the old store's chunks are of 64
     write_schedule(new, p, overwrite=True, unchanged=promise)
     assert not set(before.values()) & set(_inodes(p).values())
     assert _tree(p) == _tree(write_schedule(new, tmp_path / "fresh.zarr"))
@@ -483,11 +485,11 @@ def test_a_broken_append_promise_is_caught_on_read(tmp_path, small_chunks):
 def test_append_never_mixes_in_a_store_swapped_in_meanwhile(tmp_path, small_chunks, monkeypatch):
     """Another writer replaces the store between the digest check and the linking: the
     chunks still come from the directory whose digest was checked."""
-    import schedgen.store as store
+    import schedgen.store._append as _append
 
     old, new, promise = _grown()
     p = write_schedule(old, tmp_path / "run.zarr")
-    real = store._open_linkable
+    real = _append._open_linkable
 
     def then_swapped(final, unchanged):
         fd = real(final, unchanged)
@@ -495,7 +497,7 @@ def test_append_never_mixes_in_a_store_swapped_in_meanwhile(tmp_path, small_chun
         write_schedule(random_schedule(epochs=5, seed=9, extras=False), final)  # other indices
         return fd
 
-    monkeypatch.setattr(store, "_open_linkable", then_swapped)
+    monkeypatch.setattr(_append, "_open_linkable", then_swapped)
     write_schedule(new, p, overwrite=True, unchanged=promise)
     assert read_schedule(p).digest == new.digest
     assert _tree(p) == _tree(write_schedule(new, tmp_path / "fresh.zarr"))
