@@ -4,8 +4,8 @@ A cache hit needs the dataset only for its key: the fingerprint, N and D. For a
 built-in dataset whose source files are known without loading it (digits: the CSV
 bundled with scikit-learn, found without importing scikit-learn), these are kept in
 ``$XDG_CACHE_HOME/schedgen/datasets/<dataset>-<split>-<key>.json`` (default
-``~/.cache/schedgen``), keyed by the files' paths, sizes and mtimes and schedgen's
-code digest, so that a hit neither imports scikit-learn nor reads the data. (Not in
+``~/.cache/schedgen``), keyed by the files' paths, sizes and mtimes and the data
+revision (``schedgen.revisions.DATA``), so that a hit neither imports scikit-learn nor reads the data. (Not in
 the output folder: a build leaves nothing there but its store.)
 """
 
@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import code_digest
+from . import revisions
 from .data import Dataset
 
 __all__ = ["DatasetSummary", "summary_dir", "summary_path", "read_summary", "summary_of", "write_summary"]
@@ -69,7 +69,7 @@ def summary_path(dataset: str, split: str) -> Path | None:
     except OSError:
         return None
     name = dataset.strip().lower()
-    blob = json.dumps({"dataset": name, "split": split, "sources": stats, "code": code_digest()}, sort_keys=True)
+    blob = json.dumps({"dataset": name, "split": split, "sources": stats, "revision": revisions.DATA}, sort_keys=True)
     return summary_dir() / f"{name}-{split}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
 
 

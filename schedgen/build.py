@@ -29,7 +29,7 @@ from typing import Callable
 
 from . import memory
 from ._summary import read_summary, summary_dir, summary_path, write_summary
-from .checkpoint import Checkpoint, code_digest
+from .checkpoint import Checkpoint
 from .data import Dataset, load_dataset
 from .errors import ParameterError, SchedgenError, StoreError
 from .locks import DEFAULT_LOCK_TIMEOUT, LockOwner, LockTimeoutError, exclusive_lock
@@ -407,9 +407,9 @@ def _build_locked(config, ds, k, params, key, path, method, progress, t0) -> Bui
     """Run the method and write the store (the caller holds the lock of ``path``).
 
     Long methods save their state to a :class:`~schedgen.checkpoint.Checkpoint`
-    tagged with the cache key and :func:`~schedgen.checkpoint.code_digest`; a build
-    killed before it wrote the store continues from there when rerun by the same code
-    (``--force`` starts afresh).
+    tagged with the cache key (which carries the method's revision); a build killed
+    before it wrote the store continues from there when rerun with the same inputs by
+    a schedgen whose method has the same revision (``--force`` starts afresh).
     """
     n = ds.n_samples
     caught: list[str] = []
@@ -418,7 +418,7 @@ def _build_locked(config, ds, k, params, key, path, method, progress, t0) -> Bui
         caught.append(msg)
         warnings.warn(msg, SchedgenWarning, stacklevel=2)
 
-    ckpt = Checkpoint(checkpoint_path(path), key=f"{key}:{code_digest()}")
+    ckpt = Checkpoint(checkpoint_path(path), key=key)
     if config.force:
         ckpt.clear()
     ctx = RunContext(progress=progress, warn=warn, checkpoint=ckpt, cache_dir=path.parent / ".cache")

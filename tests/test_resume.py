@@ -173,16 +173,19 @@ def test_checkpoint_left_beside_a_finished_store_is_removed(tmp_path):
     assert not ck.path.parent.exists()
 
 
-def test_checkpoint_of_other_code_is_ignored(tmp_path, monkeypatch):
-    """The checkpoint key carries the code's digest: an edited schedgen starts afresh."""
-    import schedgen.build as build_mod
+def test_checkpoint_of_another_method_revision_is_ignored(tmp_path, monkeypatch):
+    """A checkpoint is keyed by the cache key, which carries the method's revision: a
+    schedgen whose mmd method makes other bytes (another revision) starts afresh."""
+    from schedgen.methods import METHODS
 
     killed = _run_build(tmp_path, "mmd", 10)
     assert killed.returncode == -signal.SIGKILL
-    monkeypatch.setattr(build_mod, "code_digest", lambda: "another-code")
+    (left,) = tmp_path.glob(".*.partial")
+    monkeypatch.setattr(METHODS["mmd"], "revision", METHODS["mmd"].revision + 1)
     seen = []
-    build(BuildConfig(dataset="digits", k=50, out_dir=tmp_path), progress=lambda d, t: seen.append(d))
+    r = build(BuildConfig(dataset="digits", k=50, out_dir=tmp_path), progress=lambda d, t: seen.append(d))
     assert seen[0] == 0
+    assert checkpoint_path(r.path).parent != left
 
 
 def test_ctrl_c_keeps_the_work_done(tmp_path, monkeypatch):

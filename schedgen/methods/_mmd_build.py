@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..checkpoint import code_digest
+from .. import revisions
 from ..data import Dataset
 from ..features import FeatureSpec, prepare_features
 from ..kernels import (
@@ -69,7 +69,7 @@ def cached_features(ds: Dataset, spec: FeatureSpec, cache_dir: Path | None) -> n
     params = spec.params(ds.n_features)
     if params["pca"] == 0 and not params["standardize"] and ds.pixel_max is None:
         return prepare_features(ds, spec)  # nothing fitted: the features are the data
-    path = Path(cache_dir) / f"features-{_key(ds.fingerprint, params, spec.seed, code_digest())}.npy"
+    path = Path(cache_dir) / f"features-{_key(ds.fingerprint, params, spec.seed, revisions.FEATURES)}.npy"
     if path.exists():
         try:
             X = np.load(path, allow_pickle=False)
@@ -89,7 +89,7 @@ def cached_row_sums(kernel, X, *, fingerprint: str, feature_params: dict, cache_
     # The features' own bytes are in the key: the PCA subsample depends on the seed, which
     # neither the fingerprint nor the feature parameters carry.
     X_bytes = hashlib.sha256(np.ascontiguousarray(backend.to_numpy(X)).data).hexdigest()
-    key = _key(fingerprint, feature_params, kernel.params(), str(X.dtype), list(X.shape), X_bytes, code_digest())
+    key = _key(fingerprint, feature_params, kernel.params(), str(X.dtype), list(X.shape), X_bytes, revisions.KERNELS)
     path = Path(cache_dir) / f"rowsums-{key}.npz"
     if path.exists():
         try:
