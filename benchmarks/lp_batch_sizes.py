@@ -36,8 +36,8 @@ def run(ks, kernel_name: str) -> list[dict]:
     from schedgen.data import load_dataset
     from schedgen.features import FeatureSpec, prepare_features
     from schedgen.kernels import make_kernel, pinned_blas, row_sums
-    from schedgen.selection import mmd_schedule
-    from schedgen.solvers import solve_lp_relaxation
+    from schedgen.methods.selection import mmd_schedule
+    from schedgen.methods.solvers import solve_lp_relaxation
 
     ds = load_dataset("digits")
     with pinned_blas():

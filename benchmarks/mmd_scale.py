@@ -89,7 +89,7 @@ def features(dataset: str, n: int, *, seed: int) -> np.ndarray:
 def counting(name: str):
     """The solver ``name`` wrapped to count, per call, full-column requests (greedy,
     swap) or whether the LP's half-integral certificate held (lp). Same results."""
-    from schedgen.solvers import BatchProblem, get_solver, solve_lp_relaxation
+    from schedgen.methods.solvers import BatchProblem, get_solver, solve_lp_relaxation
 
     counts = {"solver_calls": 0}
     if name == "lp":
@@ -121,7 +121,7 @@ def run_one(config: str, dataset: str, n: int, k: int, seed: int) -> dict:
     """Runs in its own process: returns the figures of one configuration."""
     from schedgen.evaluate import prefix_mmd2
     from schedgen.kernels import make_kernel, row_sums
-    from schedgen.selection import mmd_schedule
+    from schedgen.methods.selection import mmd_schedule
 
     if config == "features":
         return run_features(n, seed=seed)

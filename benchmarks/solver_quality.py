@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from schedgen.solvers import SOLVERS, BatchProblem, objective, solve_lp_relaxation
-from schedgen.solvers._oracles import brute_force
+from schedgen.methods.solvers import SOLVERS, BatchProblem, objective, solve_lp_relaxation
+from schedgen.methods.solvers._oracles import brute_force
 
 DESIGN_CLAIM = {"lp": 1.48, "greedy": 1.02, "swap": 1.005, "random": 1.73}
 

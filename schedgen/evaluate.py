@@ -65,7 +65,7 @@ def prefix_mmd2(
 
     Notes
     -----
-    Exactly the selection loop's bookkeeping (``schedgen.selection``), with the batches
+    Exactly the selection loop's bookkeeping (``schedgen.methods.selection``), with the batches
     given instead of chosen: ``s_A(i) = sum_{j in A} K_ij`` is kept for the samples
     not yet reached, in a :class:`~schedgen.kernels.WorkingSet` that loses each batch
     as the loop's does, and after every batch::

@@ -1,6 +1,6 @@
 """MMD² between a scheduled prefix A and the rest R = D \\ A, from running kernel sums.
 
-One formula for the selection loop (``schedgen.selection``) and for scoring any
+One formula for the selection loop (``schedgen.methods.selection``) and for scoring any
 batch order (``schedgen.evaluate``, hence ``schedgen plot`` and the benchmarks), so
 that a schedule and a random order are scored alike. NumPy only, below every layer
 that uses it. With ``s_A(i) = sum_{j in A} K_ij`` and ``s_tot(i) = sum_{j in D} K_ij``::

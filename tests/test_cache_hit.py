@@ -115,7 +115,7 @@ def test_errors_are_those_of_a_load(tmp_path, cache_home):
 
 
 def test_default_solver_matches_the_solvers_module():
-    from schedgen import solvers
+    from schedgen.methods import solvers
 
     from schedgen.methods import mmd as mmd_method
 

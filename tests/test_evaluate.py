@@ -20,7 +20,7 @@ from schedgen.features import FeatureSpec, prepare_features
 from schedgen.kernels import RBF, Polynomial, WorkingSet, make_kernel, pinned_blas, row_sums
 from schedgen.mmd2 import grow_prefix_sum, mmd2_from_sums, split_mmd2
 from schedgen.plot import BASELINE_STREAM, order_mmd2, random_baseline_mmd2
-from schedgen.selection import mmd_schedule
+from schedgen.methods.selection import mmd_schedule
 from schedgen.store import read_schedule
 
 

@@ -141,7 +141,7 @@ def test_force_ignores_a_checkpoint(tmp_path):
 
 def test_mmd_checkpoint_that_does_not_fit_is_ignored():
     from schedgen.methods._mmd_build import load_state, save_state
-    from schedgen.selection import MMDState
+    from schedgen.methods.selection import MMDState
 
     st = MMDState.start(10)
     st.batches, st.Q = [np.array([3, 1])], np.array([0, 2, 4, 5, 6, 7, 8, 9])

@@ -1,4 +1,4 @@
-"""Tests of the selection loop (schedgen.selection.mmd_schedule) end to end: a
+"""Tests of the selection loop (schedgen.methods.selection.mmd_schedule) end to end: a
 permutation, MMD² after every batch equal to its definition, the same bytes for any
 BLAS thread count, checkpoint resume, the paper's coefficients, a kernel with
 negative values.
@@ -18,8 +18,8 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from schedgen.kernels import RBF, Polynomial, median_bandwidth, row_sums
-from schedgen.selection import MMDState, mmd_schedule
-from schedgen.solvers import SOLVERS
+from schedgen.methods.selection import MMDState, mmd_schedule
+from schedgen.methods.solvers import SOLVERS
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 

@@ -1,4 +1,4 @@
-"""Tests of schedgen.solvers: exact oracles (brute force, full n²-variable LP), plain
+"""Tests of schedgen.methods.solvers: exact oracles (brute force, full n²-variable LP), plain
 loop references, the swap search, and block-request sizes at scale."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from schedgen.errors import ParameterError
-from schedgen.solvers import (
+from schedgen.methods.solvers import (
     DEFAULT_SOLVER,
     SOLVERS,
     BatchProblem,
@@ -30,8 +30,8 @@ from schedgen.solvers import (
     reduced_lp_objective,
     solve_lp_relaxation,
 )
-from schedgen.solvers._highs import _solve_lp
-from schedgen.solvers._oracles import brute_force, full_lp
+from schedgen.methods.solvers._highs import _solve_lp
+from schedgen.methods.solvers._oracles import brute_force, full_lp
 
 # --------------------------------------------------------------------------- instances
 
@@ -295,7 +295,7 @@ class TestHighs:
     def test_banner_suppressed(self):
         code = (
             "import numpy as np\n"
-            "from schedgen.solvers import BatchProblem, SOLVERS\n"
+            "from schedgen.methods.solvers import BatchProblem, SOLVERS\n"
             "p = BatchProblem.from_dense(np.array([[-1.0, .5, .2], [.5, -2, .1], [.2, .1, -1]]), 2)\n"
             "print(SOLVERS['lp'](p).tolist())\n"
         )
@@ -314,7 +314,7 @@ class TestHighs:
         np.savez(tmp_path / "d.npz", X=X, y=(np.arange(60) % 3).astype(np.int64))
         code = (
             "import sys\n"
-            "import schedgen.solvers._highs as highs_mod\n"
+            "import schedgen.methods.solvers._highs as highs_mod\n"
             "real = highs_mod._native_run\n"
             "def run(h):\n"
             "    sys.stderr.write('highs run\\n')\n"
@@ -835,9 +835,9 @@ class TestLPLargeK:
         """The reported stall: digits (N = 1,437) with --solver lp at k = 300, 700, 719 and
         1,400 handed HiGHS every pair of the unscheduled samples (up to ~10⁶ rows, minutes
         in one native call). Each reduced LP now stays on the small side of the complement."""
-        import schedgen.solvers._lp as lp_mod
+        import schedgen.methods.solvers._lp as lp_mod
         from schedgen.kernels import make_kernel, row_sums
-        from schedgen.selection import mmd_schedule
+        from schedgen.methods.selection import mmd_schedule
 
         X = digits_X()[:1437].astype(np.float32)
         kern = make_kernel("rbf", bandwidth="median", X=X, seed=0)
@@ -861,7 +861,7 @@ class TestLPLargeK:
 class TestBoxFlow:
     @pytest.mark.parametrize("seed", range(6))
     def test_finds_a_flow_inside_the_box(self, seed):
-        from schedgen.solvers._certificate import _box_flow
+        from schedgen.methods.solvers._certificate import _box_flow
 
         rng = np.random.default_rng([73, seed])
         n = int(rng.integers(3, 60))
@@ -878,7 +878,7 @@ class TestBoxFlow:
         assert_allclose(y.sum(1), d, atol=1e-9)
 
     def test_infeasible_demands_give_none(self):
-        from schedgen.solvers._certificate import _box_flow
+        from schedgen.methods.solvers._certificate import _box_flow
 
         W = np.ones((4, 4)) - np.eye(4)
         d = np.array([2.9, 0.1, 0.1, 0.1])  # row 0 needs more than its partners can give
@@ -917,8 +917,8 @@ def test_ctrl_c_stops_a_long_highs_solve(monkeypatch):
     KeyboardInterrupt (before: the signal waited until the whole solve returned)."""
     import threading
 
-    import schedgen.solvers._highs as highs_mod
-    import schedgen.solvers._lp as lp_mod
+    import schedgen.methods.solvers._highs as highs_mod
+    import schedgen.methods.solvers._lp as lp_mod
 
     Z, k, args = _long_lp()
     started = threading.Event()
@@ -946,8 +946,8 @@ def test_ctrl_c_returns_once_highs_has_stopped(monkeypatch):
 
     import highspy
 
-    import schedgen.solvers._highs as highs_mod
-    import schedgen.solvers._lp as lp_mod
+    import schedgen.methods.solvers._highs as highs_mod
+    import schedgen.methods.solvers._lp as lp_mod
 
     _, _, args = _long_lp()
     started = threading.Event()

@@ -35,8 +35,8 @@ from ..kernels import (
     pinned_blas,
     row_sums,
 )
-from ..selection import MMDState, mmd_schedule
-from ..solvers import get_solver
+from .selection import MMDState, mmd_schedule
+from .solvers import get_solver
 from ._base import MethodOutput
 
 __all__ = ["run_mmd", "cached_features", "cached_row_sums", "save_state", "load_state"]

@@ -14,10 +14,10 @@ from ._base import Method, MethodOutput, RunContext, feature_needs, feature_spec
 
 __all__ = ["MMDMethod", "DEFAULT_SOLVER", "KERNEL_OPTIONS"]
 
-#: ``schedgen.solvers.DEFAULT_SOLVER``, spelled out: importing the solvers loads HiGHS and
+#: ``schedgen.methods.solvers.DEFAULT_SOLVER``, spelled out: importing the solvers loads HiGHS and
 #: SciPy, which a cache hit must not pay for (a test keeps the two equal).
 DEFAULT_SOLVER = "swap"
-#: The solvers schedgen registers (``schedgen.solvers.SOLVERS``); another name is checked
+#: The solvers schedgen registers (``schedgen.methods.solvers.SOLVERS``); another name is checked
 #: against the registry itself.
 BUILTIN_SOLVERS = frozenset({"swap", "greedy", "lp"})
 #: Kernel parameters, by kernel: another kernel's parameter set away from its default is refused.
@@ -25,7 +25,7 @@ KERNEL_OPTIONS: dict[str, frozenset] = {"rbf": frozenset({"bandwidth"}), "poly":
 
 
 class MMDMethod(Method):
-    """Batches by MMD selection (``schedgen.selection`` with a ``schedgen.solvers`` solver)."""
+    """Batches by MMD selection (``schedgen.methods.selection`` with a ``schedgen.methods.solvers`` solver)."""
 
     name = "mmd"
     revision = 1
@@ -34,7 +34,7 @@ class MMDMethod(Method):
 
     def params(self, config, ds) -> dict:
         if config.solver is not None and config.solver not in BUILTIN_SOLVERS:
-            from ..solvers import get_solver
+            from .solvers import get_solver
 
             get_solver(config.solver)  # refuses an unknown solver before its name enters the store's
         p = {

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ParameterError
+from ...errors import ParameterError
 from ._certificate import _half_certificate
 from ._highs import _LPSolution, _solve_lp
 from ._problem import BatchProblem, _columns, _kblock, _order_by

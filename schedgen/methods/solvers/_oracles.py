@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ParameterError
+from ...errors import ParameterError
 from ._highs import _solve_lp
 from ._lp import _reduced_lp
 from ._problem import BatchProblem, _check_problem, _kblock

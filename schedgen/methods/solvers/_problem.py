@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ParameterError
+from ...errors import ParameterError
 
 
 def _as_positions(x, n: int, what: str) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import ParameterError
+from ...errors import ParameterError
 from ._local import _greedy, _swap
 from ._lp import solve_lp_relaxation
 from ._problem import BatchProblem, _check_problem

@@ -1,7 +1,7 @@
 """The MMD selection loop: one batch at a time, never an N x N matrix.
 
 P = samples already scheduled, Q = not yet (nP + nQ = N). Each step picks the
-batch B (|B| = k, B in Q) minimising ``m^T Z m`` (``schedgen.solvers``), where,
+batch B (|B| = k, B in Q) minimising ``m^T Z m`` (``schedgen.methods.solvers``), where,
 with ``s_tot(i) = sum_{j in D} K_ij`` computed once and ``s_P(i) = sum_{j in P} K_ij``
 kept up to date (DESIGN.md section 1)::
 
@@ -29,9 +29,9 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ParameterError
-from .kernels import WorkingSet, to_numpy, worker_pool
-from .mmd2 import grow_prefix_sum, split_mmd2
+from ..errors import ParameterError
+from ..kernels import WorkingSet, to_numpy, worker_pool
+from ..mmd2 import grow_prefix_sum, split_mmd2
 from .solvers import BatchProblem
 
 __all__ = ["COEFFICIENTS", "MMDState", "mmd_schedule", "diag_coefficient"]
@@ -99,7 +99,7 @@ def mmd_schedule(
         Batch size; the last batch holds what remains (short by design).
     kernel : a ``schedgen.kernels`` kernel object
     solver : callable
-        Maps a :class:`~schedgen.solvers.BatchProblem` to k positions in Q.
+        Maps a :class:`~schedgen.methods.solvers.BatchProblem` to k positions in Q.
     s_tot, neg_tot : arrays of shape (n_samples,), float64
         ``sum_j K_ij`` over the whole dataset (diagonal included) and
         ``sum_{j != i} min(K_ij, 0)``.

@@ -29,7 +29,7 @@ Solvers never see an ``n × n`` matrix. They read kernel values through
 All arrays are NumPy float64 (positions int64); HiGHS is the LP engine.
 
 The test oracles (brute force, the full n²-variable LP) live in
-``schedgen.solvers._oracles``.
+``schedgen.methods.solvers._oracles``.
 """
 
 from __future__ import annotations
