@@ -21,7 +21,10 @@ from hypothesis import strategies as st  # noqa: E402
 
 import schedgen.data  # noqa: E402
 import schedgen.store  # noqa: E402
+import schedgen.store._append  # noqa: E402
+import schedgen.store._write  # noqa: E402
 import schedgen.torch  # noqa: E402
+import schedgen.torch._learn2mix  # noqa: E402
 from schedgen.errors import DataError, ParameterError, StoreError  # noqa: E402
 from schedgen.learn2mix import largest_remainder_counts  # noqa: E402
 from schedgen.store import read_attrs, read_schedule, write_schedule  # noqa: E402
@@ -277,7 +280,7 @@ def count_writes(monkeypatch):
         calls.append((schedule.n_epochs, int(np.isnan(schedule.epoch_arrays["class_losses"]).any(axis=1).sum())))
         return write_schedule(schedule, path, **kw)
 
-    monkeypatch.setattr(schedgen.torch, "write_schedule", counting)
+    monkeypatch.setattr(schedgen.torch._learn2mix, "write_schedule", counting)
     return calls
 
 
@@ -380,13 +383,13 @@ def test_a_failed_write_keeps_the_previous_store_and_update_can_be_retried(tmp_p
     path = tmp_path / "run.zarr"
     sampler = make(record_to=path)
     list(sampler)
-    real = schedgen.store._write_group
+    real = schedgen.store._write._write_group
 
     def disk_full(schedule, where, **kw):
         real(schedule, where, **kw)  # a complete temporary store, then the failure
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(schedgen.store, "_write_group", disk_full)
+    monkeypatch.setattr(schedgen.store._write, "_write_group", disk_full)
     alpha0 = sampler.alpha
     with pytest.raises(StoreError, match="No space left on device"):
         sampler.update(losses_for(0))
@@ -394,7 +397,7 @@ def test_a_failed_write_keeps_the_previous_store_and_update_can_be_retried(tmp_p
     assert_array_equal(sampler.alpha, alpha0)
     assert _siblings(tmp_path) == ["run.zarr"]
     assert np.isnan(read_schedule(path).epoch_arrays["class_losses"]).all()  # the previous store, intact
-    monkeypatch.setattr(schedgen.store, "_write_group", real)
+    monkeypatch.setattr(schedgen.store._write, "_write_group", real)
     sampler.update(losses_for(0))
     assert_array_equal(read_schedule(path).epoch_arrays["class_losses"], [losses_for(0)])
 
@@ -729,14 +732,14 @@ def test_each_write_of_a_long_record_links_the_epochs_already_recorded(tmp_path,
     the record; also after a resume (whose first write is a whole one)."""
     from pathlib import Path
 
-    monkeypatch.setattr(schedgen.store, "_CHUNK", 16)
-    real, links = schedgen.store._hard_link, []
+    monkeypatch.setattr(schedgen.store._write, "_CHUNK", 16)
+    real, links = schedgen.store._append._hard_link, []
 
     def counting(src, dst, **kw):
         links.append(Path(dst).parent.parent.name)
         real(src, dst, **kw)
 
-    monkeypatch.setattr(schedgen.store, "_hard_link", counting)
+    monkeypatch.setattr(schedgen.store._append, "_hard_link", counting)
 
     def tree(root):
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

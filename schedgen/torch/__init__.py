@@ -1,0 +1,77 @@
+"""Schedules in PyTorch: replay a store, or run learn2mix online and record it.
+
+This is the only schedgen package that imports :mod:`torch`; ``import schedgen``
+does not load it. Both samplers are batch samplers: use them as
+``DataLoader(dataset, batch_sampler=sampler)`` or with torchdata's
+``StatefulDataLoader`` for mid-epoch resume.
+
+* :class:`ScheduleBatchSampler` replays a precomputed store, rank-sharded;
+  given ``dataset=``, it refuses a dataset of another length (or schedgen
+  fingerprint) than the one the schedule was built on.
+* :func:`schedule_dataset` loads that dataset, fingerprint-checked, as a
+  ``TensorDataset`` (:class:`ScheduleDataset`).
+* :class:`Learn2MixBatchSampler` draws learn2mix batches online from the
+  trainer's class losses and can record them to a store that
+  :class:`ScheduleBatchSampler` replays exactly (see its docstring for the
+  recording rule and the resume protocol).
+
+The rest of this docstring describes :class:`ScheduleBatchSampler`.
+
+Epochs
+------
+A schedule holds ``n_epochs`` epochs. ``set_epoch(e)`` plays schedule epoch
+``e % n_epochs``: a one-epoch schedule repeats every epoch, a multi-epoch
+schedule cycles through its epochs.
+
+Sharding
+--------
+Every global batch is split into ``world_size`` contiguous parts whose sizes
+differ by at most one (``np.array_split``: earlier ranks get the extra sample);
+rank ``r`` yields part ``r``. Every rank yields the same number of batches and
+the parts of one step reunite to the global batch.
+
+Resume
+------
+The state is a few plain values: ``epoch``, ``yielded`` (batches of that epoch
+already handed out), and the schedule ``digest``, ``rank`` and ``world_size``,
+which must match on load. It follows the protocol of torchdata's
+``StatefulDistributedSampler``: :meth:`ScheduleBatchSampler.load_state_dict`
+stores the position and the next ``__iter__`` continues from it; without a
+freshly loaded state, ``__iter__`` starts the epoch at batch 0.
+``StatefulDataLoader`` calls ``load_state_dict`` inside ``iter(loader)``, that
+is after the ``set_epoch`` at the top of a training loop, so a loaded state
+interacts with :meth:`~ScheduleBatchSampler.set_epoch` as follows:
+
+* without a ``set_epoch`` call since construction (or since the last load), the
+  state's epoch becomes the sampler's epoch;
+* ``set_epoch`` with the state's epoch, before or after the load, continues it;
+* ``set_epoch`` with another epoch drops a state whose epoch was finished
+  (``yielded`` equals its batch count; the other epoch starts at batch 0) and
+  raises :class:`~schedgen.errors.ParameterError` for a mid-epoch state, since
+  continuing it in another epoch would replay the wrong batches.
+
+A loader state taken after a ``for`` loop ran out is marked finished by
+torchdata, which then starts a new pass: resume it with ``set_epoch(e + 1)``.
+"""
+
+from __future__ import annotations
+
+# Checked here, before any submodule imports torch, so that a missing PyTorch
+# gives one ModuleNotFoundError with the install hint.
+try:
+    import torch  # noqa: F401
+    from torch.utils.data import Sampler, TensorDataset  # noqa: F401
+except ModuleNotFoundError as _exc:
+    if _exc.name != "torch":
+        raise  # torch is there but broken (a module of it or of its dependencies is missing): show that
+    raise ModuleNotFoundError(
+        f"schedgen.torch needs PyTorch, which is not installed ({_exc}); install the CPU build first "
+        "(pip install torch==2.13.0, or see pytorch.org), then pip install -e '.[torch]'",
+        name="torch",
+    ) from None
+
+from ._dataset import ScheduleDataset, schedule_dataset
+from ._learn2mix import Learn2MixBatchSampler
+from ._replay import ScheduleBatchSampler
+
+__all__ = ["Learn2MixBatchSampler", "ScheduleBatchSampler", "ScheduleDataset", "schedule_dataset"]
