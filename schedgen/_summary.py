@@ -11,16 +11,15 @@ the output folder: a build leaves nothing there but its store.)
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import revisions
+from ._proc import atomic_write
 from .data import Dataset
 
 __all__ = ["DatasetSummary", "summary_dir", "summary_path", "read_summary", "summary_of", "write_summary"]
@@ -97,20 +96,15 @@ def write_summary(path: Path | None, ds: Dataset, known: DatasetSummary | None) 
     same dataset and split made for other files or code."""
     if path is None or ds.groups is not None or known == summary_of(ds):
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    text = json.dumps({
+        "name": ds.name, "split": ds.split, "n_samples": ds.n_samples, "n_features": ds.n_features,
+        "n_classes": ds.n_classes, "fingerprint": ds.fingerprint,
+    })
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({
-            "name": ds.name, "split": ds.split, "n_samples": ds.n_samples, "n_features": ds.n_features,
-            "n_classes": ds.n_classes, "fingerprint": ds.fingerprint,
-        }))
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: tmp.write_text(text))
         prefix = path.name.rsplit("-", 1)[0] + "-"
         for old in path.parent.glob(f"{prefix}*.json"):
             if old != path and len(old.name) == len(path.name):
                 old.unlink(missing_ok=True)
     except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        pass  # a cache: the next build loads the dataset instead

@@ -13,12 +13,12 @@ so no batch drops off the curve; a note in the title says so.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._proc import atomic_write
 from .errors import ParameterError, StoreError
 from .store import Schedule, read_schedule
 
@@ -242,15 +242,10 @@ def plot_schedule(
         raise StoreError(f"{out} already exists; expected a new path (or pass --force to replace it)")
     s = read_schedule(path)
     fig, series = draw_schedule(s, data_dir=data_dir, baseline=baseline, seed=seed, where=str(path))
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp, format=fmt, dpi=120)
-        os.replace(tmp, out)
+        atomic_write(out, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120))
     except OSError as exc:
         raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         _pyplot().close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return PlotResult(path=out, method=s.method, series=series)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -24,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from .. import revisions
+from .._proc import atomic_write
 from ..data import Dataset
 from ..features import FeatureSpec, prepare_features
 from ..kernels import (
@@ -48,18 +47,12 @@ def _key(*parts) -> str:
 
 def _atomic_save(path: Path, save: Callable[[Path], None]) -> None:
     """Write via a temporary sibling and rename; a failed cache write is not an error."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, save, suffix=f".tmp{path.suffix}")
     except OSError:
         # The cache only saves time; a read-only or full disk must not fail a build here.
         # (The store write that follows reports such a disk clearly.)
         pass
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def cached_features(ds: Dataset, spec: FeatureSpec, cache_dir: Path | None) -> np.ndarray:
