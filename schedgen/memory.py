@@ -1,8 +1,9 @@
 """How much memory a build may allocate, and how to say it.
 
-:func:`available_memory` is the public twin of ``schedgen.store._memory_budget``
-(which also caps a *read* at 64 GiB): the kernel's ``MemAvailable``, else the
-physical memory, else None (unknown: nothing is refused).
+:func:`available_memory`: the kernel's ``MemAvailable``, else the physical memory, else
+None (unknown: nothing is refused). A build checks its needs against it before
+allocating (:func:`check_needs`); a store read caps it at 64 GiB
+(``schedgen.store._budget``).
 """
 
 from __future__ import annotations

@@ -25,12 +25,7 @@ This module is the public front; the work is done in private modules, one job ea
 
 from __future__ import annotations
 
-import sys as _sys
-from types import ModuleType as _ModuleType
-
-from . import _append, _write
-from ._append import Unchanged, _hard_link  # noqa: F401 (_hard_link: a seam, see _SEAMS)
-from ._budget import _memory_budget  # noqa: F401 (the twin of schedgen.memory, until merged)
+from ._append import Unchanged
 from ._format import (
     FORMAT1_NOTE,
     FORMAT_VERSION,
@@ -44,7 +39,7 @@ from ._format import (
 from ._fs import atomic_directory, remove_orphans
 from ._read import is_remote, read_attrs, read_schedule
 from ._schedule import Schedule
-from ._write import _CHUNK, _write_group, write_schedule  # noqa: F401 (_CHUNK, _write_group: seams)
+from ._write import write_schedule
 
 __all__ = [
     "FORMAT_VERSION",
@@ -64,22 +59,3 @@ __all__ = [
     "check_format",
     "remove_orphans",
 ]
-
-#: Test seams that code outside this package still rebinds on the front
-#: (``schedgen.store._CHUNK = 32``, ``monkeypatch.setattr(schedgen.store, "_write_group", ...)``):
-#: name -> the private module whose code reads it. To be dropped once those tests
-#: patch the private modules themselves.
-_SEAMS = {"_CHUNK": _write, "_write_group": _write, "_hard_link": _append}
-
-
-class _Front(_ModuleType):
-    """This module's type: a seam set on the front is set where it is read."""
-
-    def __setattr__(self, name: str, value) -> None:
-        owner = _SEAMS.get(name)
-        if owner is not None:
-            setattr(owner, name, value)
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _Front

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from ..errors import StoreError
+from ..memory import available_memory
 
 #: Hard cap on the bytes one read may allocate, whatever the machine (64 GiB).
 _MAX_READ_BYTES = 1 << 36
@@ -17,21 +16,8 @@ def _memory_budget() -> int:
     (zarr fills absent chunks with the fill value, so no data is needed). Refusing
     claims beyond the available memory turns an OOM kill into a StoreError.
     """
-    avail = None
-    try:
-        with open("/proc/meminfo", "rb") as f:
-            for line in f:
-                if line.startswith(b"MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    if avail is None:
-        try:
-            avail = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            avail = _MAX_READ_BYTES
-    return max(0, min(avail, _MAX_READ_BYTES))
+    avail = available_memory()
+    return max(0, min(_MAX_READ_BYTES if avail is None else avail, _MAX_READ_BYTES))
 
 
 class _Budget:
