@@ -1,7 +1,8 @@
 """Host threading for the blocked routines: single-threaded BLAS, our own tile workers.
 
 OpenBLAS does not give the same bits for one GEMM run with 1 thread and with 2
-(its threaded driver walks the product in another order). To make results
+(its threaded driver walks the product in another order), and neither does the
+LAPACK on top of it (``scipy.linalg.eigh`` of the PCA). To make results
 independent of the BLAS thread setting, the host routines pin BLAS to one
 thread while they run (through threadpoolctl, already a dependency of
 scikit-learn; imported lazily and optional) and spread a fixed grid of tiles
@@ -9,6 +10,9 @@ over Python threads instead. Which thread computes a tile never changes the
 tile's bits, so results are also independent of the number of workers. It is
 also faster on small machines: the elementwise passes (exp, sums), which NumPy
 runs on one core, now run on every core, and no BLAS thread spins while they do.
+
+The pin is process-wide (see :func:`pinned_blas`): run builds in their own
+process when the rest of the process needs its BLAS threads.
 
 Without threadpoolctl the tiles run in order on the calling thread and BLAS
 keeps its own threads: results are then deterministic for a fixed BLAS thread
@@ -18,18 +22,29 @@ count only.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import sys
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable
+
+from schedgen.errors import SchedgenWarning
 
 __all__ = ["usable_cpus", "n_workers", "pinned_blas", "run_tasks", "can_pin_blas", "worker_pool"]
 
 _lock = threading.Lock()
 _depth = 0
-_limiter = None
+# The BLAS libraries pinned by the open pinned_blas windows: filepath -> (LibController,
+# its thread count before the pin).
+_pinned: dict[str, tuple[Any, int]] = {}
 _controller: Any = None
-_controller_loaded = False
+# len(sys.modules) when _controller was made: a library imported since may have
+# loaded another BLAS (SciPy ships its own OpenBLAS), which a controller made
+# before it does not see.
+_controller_modules = -1
+_scipy_loaded = False
 # The pool kept alive by ``worker_pool`` in this thread: ``.pool = (executor, workers)``.
 _local = threading.local()
 _DONE = object()
@@ -44,15 +59,16 @@ def usable_cpus() -> int:
 
 
 def _get_controller():
-    global _controller, _controller_loaded
-    if not _controller_loaded:
+    """A threadpoolctl controller over the libraries loaded now (None without threadpoolctl)."""
+    global _controller, _controller_modules
+    if _controller_modules != len(sys.modules):
         try:
             from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - optional
 
             _controller = ThreadpoolController()
         except Exception:  # not installed, or no introspectable BLAS
             _controller = None
-        _controller_loaded = True
+        _controller_modules = len(sys.modules)
     return _controller
 
 
@@ -61,30 +77,99 @@ def can_pin_blas() -> bool:
     return _get_controller() is not None
 
 
+def _load_scipy_blas() -> None:
+    """Load SciPy's LAPACK/BLAS (a separate OpenBLAS in SciPy's wheels), when installed.
+
+    The PCA calls ``scipy.linalg.eigh`` inside a pinned window; a BLAS first loaded
+    there would escape the pin (its bits then follow OPENBLAS_NUM_THREADS: measured).
+    Loaded before the pin instead, once per process (about 0.3 s).
+    """
+    global _scipy_loaded
+    if not _scipy_loaded:
+        _scipy_loaded = True
+        if "scipy.linalg" not in sys.modules and importlib.util.find_spec("scipy") is not None:
+            try:
+                import scipy.linalg  # noqa: F401, PLC0415 - for its BLAS only
+            except ImportError:
+                pass  # a broken SciPy fails where it is used, not here
+
+
+def _pin_loaded_blas(ctl) -> None:
+    """Set every BLAS the controller sees, and not pinned yet, to one thread (holding _lock)."""
+    for lib in ctl.lib_controllers:
+        if lib.user_api == "blas" and lib.filepath not in _pinned:
+            _pinned[lib.filepath] = (lib, lib.get_num_threads())
+            lib.set_num_threads(1)
+
+
+def _release() -> list[str]:
+    """Give every pinned BLAS its thread count back (holding _lock); the libraries whose
+    count other code changed while pinned."""
+    changed = []
+    for path, (lib, before) in _pinned.items():
+        now = lib.get_num_threads()
+        if now != 1:
+            changed.append(f"{os.path.basename(path)} at {now} threads")
+        lib.set_num_threads(before)
+    _pinned.clear()
+    return changed
+
+
 @contextlib.contextmanager
 def pinned_blas():
     """Run the body with host BLAS limited to one thread (no-op without threadpoolctl).
 
     Re-entrant and safe to nest from several Python threads: the first entry sets
-    the limit, the last exit restores the previous setting.
+    the limit, the last exit restores the previous setting. Every BLAS loaded in
+    the process is pinned: NumPy's, SciPy's (loaded here if SciPy is installed,
+    for the PCA's LAPACK calls), and any loaded before a nested entry.
+
+    The limit is process-wide: BLAS libraries have one thread setting per process
+    (``openblas_set_num_threads_local`` of OpenBLAS's pthreads builds, as NumPy and
+    SciPy ship them, sets the same global), and no per-thread way exists. So while
+    a build's kernel passes run (features and PCA, bandwidth, row sums, the whole
+    selection loop; a learn2mix build throughout), every other thread of the
+    process also gets one BLAS thread: a trainer that calls ``schedgen.build`` from
+    a thread is throttled for that time, and its own GEMMs give their one-thread
+    bits. The other way round, code in another thread that sets the BLAS thread
+    count during the window (``threadpoolctl.threadpool_limits``, which
+    scikit-learn uses, or ``openblas_set_num_threads``) undoes the pin, and the
+    build's bits may then depend on the timing: the last exit warns
+    (:class:`~schedgen.errors.SchedgenWarning`) when it finds the count changed.
+
+    Neither can be avoided inside one process. Run builds in their own process
+    instead: the CLI (``subprocess.run(["schedgen", "build", ...], check=True)``)
+    or ``multiprocessing`` with the ``"spawn"`` context (e.g.
+    ``ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))``);
+    the schedule is the same bytes, and the trainer keeps its BLAS threads.
     """
-    global _depth, _limiter
-    ctl = _get_controller()
-    if ctl is None:
+    global _depth
+    if _get_controller() is None:
         yield
         return
+    _load_scipy_blas()  # not under _lock: an import takes the import lock
     with _lock:
-        if _depth == 0:
-            _limiter = ctl.limit(limits=1, user_api="blas")
+        ctl = _get_controller()  # made again when modules were imported since
+        if ctl is not None:
+            _pin_loaded_blas(ctl)
         _depth += 1
     try:
         yield
     finally:
+        changed: list[str] = []
         with _lock:
             _depth -= 1
             if _depth == 0:
-                _limiter.restore_original_limits()
-                _limiter = None
+                changed = _release()
+        if changed:
+            warnings.warn(
+                "the BLAS thread count was changed by other code while schedgen ran with BLAS "
+                f"pinned to one thread ({', '.join(changed)}, expected 1): results computed in "
+                "that time may differ from a pinned run's in the last bits; run builds in their "
+                "own process (the CLI, or multiprocessing with the spawn context)",
+                SchedgenWarning,
+                stacklevel=3,
+            )
 
 
 def n_workers(n_jobs: int | None, n_tasks: int) -> int:

@@ -3,7 +3,10 @@
 A checkpoint is one ``.npz`` file of arrays under a deterministic path (beside the
 store being built), tagged with the build's cache key. It is written atomically
 (temporary file, then rename), so a kill during a save leaves the previous one.
-A checkpoint whose key does not match, or that cannot be read, is ignored.
+A checkpoint whose key does not match, or that cannot be read, is ignored. A
+checkpoint that cannot be written (disk full, folder read-only) does not stop the
+build: the first failure of each :class:`Checkpoint` is reported as a
+:class:`~schedgen.errors.SchedgenWarning` naming the path and the reason.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import hashlib
 import os
 import time
 import uuid
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
+
+from .errors import SchedgenWarning
 
 __all__ = ["Checkpoint", "checkpoint_interval", "code_digest", "CHECKPOINT_SECONDS_ENV"]
 
@@ -67,14 +73,27 @@ class Checkpoint:
     every : float, optional
         Minimum seconds between two saves by :meth:`maybe_save` (default
         :func:`checkpoint_interval`).
+    warn : callable, optional
+        Called with a one-line message the first time a save fails (default: a
+        :class:`~schedgen.errors.SchedgenWarning` through :func:`warnings.warn`).
     """
 
-    def __init__(self, path: str | os.PathLike, key: str, *, every: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        key: str,
+        *,
+        every: float | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.key = key
         self.every = checkpoint_interval() if every is None else float(every)
         self._last = time.monotonic()
+        self._warn = warn
         self.saves = 0
+        #: Saves that failed (each left the previous checkpoint in place).
+        self.failures = 0
 
     def load(self) -> dict | None:
         """The saved arrays, or None when there is no usable checkpoint for this key."""
@@ -87,7 +106,14 @@ class Checkpoint:
             return None  # absent, truncated or foreign: start afresh
 
     def save(self, state: Mapping[str, np.ndarray]) -> None:
-        """Write ``state`` atomically. A failed write (disk full) keeps the previous checkpoint."""
+        """Write ``state`` atomically.
+
+        A failed write (disk full, read-only folder) keeps the previous checkpoint and
+        does not raise: checkpoints only save time, and the final store write reports
+        disk problems itself. The first failure warns (see ``warn``); later ones of
+        this checkpoint are counted in :attr:`failures` only, so a build saving every
+        few seconds onto a full disk warns once, not on every save.
+        """
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,12 +121,29 @@ class Checkpoint:
                 np.savez(f, __key__=np.array(self.key), **{k: np.asarray(v) for k, v in state.items()})
             os.replace(tmp, self.path)
             self.saves += 1
-        except OSError:
-            pass  # checkpoints only save time; the final store write reports disk problems
+        except OSError as exc:
+            self._failed(exc)
         finally:
-            if tmp.exists():
-                tmp.unlink()
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass  # clear() removes it, or the next build's clear()
         self._last = time.monotonic()
+
+    def _failed(self, exc: OSError) -> None:
+        self.failures += 1
+        if self.failures > 1:
+            return
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        msg = (
+            f"cannot save the build's checkpoint {self.path}: {reason}; the build goes on, "
+            "but if it is killed a rerun continues only from an earlier checkpoint, if any "
+            "(further failures of this checkpoint are not reported)"
+        )
+        if self._warn is not None:
+            self._warn(msg)
+        else:
+            warnings.warn(msg, SchedgenWarning, stacklevel=3)
 
     def maybe_save(self, make_state: Callable[[], Mapping[str, np.ndarray]], *, force: bool = False) -> bool:
         """Save ``make_state()`` when ``every`` seconds have passed (or ``force``)."""

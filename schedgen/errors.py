@@ -12,6 +12,7 @@ __all__ = [
     "DataError",
     "StoreError",
     "ParameterError",
+    "SchedgenWarning",
 ]
 
 
@@ -29,3 +30,8 @@ class DataError(SchedgenError):
 
 class StoreError(SchedgenError):
     """A schedule store is missing, of another format, truncated or tampered with."""
+
+
+class SchedgenWarning(UserWarning):
+    """Something is legal but probably not what the user wants (e.g. a diagonal kernel),
+    or something went wrong that does not stop the build (a checkpoint that cannot be saved)."""

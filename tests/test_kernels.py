@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from schedgen.errors import ParameterError
+from schedgen.errors import ParameterError, SchedgenWarning
 from schedgen.kernels import (
     FALLBACK_BANDWIDTH,
     RBF,
@@ -34,6 +34,7 @@ from schedgen.kernels import (
     median_bandwidth,
     median_offdiag,
     median_sq_distance,
+    pinned_blas,
     row_sums,
     sq_norms,
     subsample_indices,
@@ -421,6 +422,51 @@ def test_gram_block_sums_median_same_bytes_for_any_blas_thread_count():
         # The routines pin BLAS to one thread while they run and restore the setting.
         assert all(info["num_threads"] == 2 for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas")
     assert one == two
+
+
+def _blas_threads(threadpoolctl) -> dict[str, int]:
+    return {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_pinned_blas_pins_every_loaded_blas_and_gives_the_count_back():
+    """NumPy's and SciPy's OpenBLAS (two libraries in their wheels) alike; nested and
+    from several threads, the last exit restores the count each had."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    pytest.importorskip("scipy.linalg")
+    import threading
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads(threadpoolctl)
+        assert set(before.values()) == {2}
+        inner = threading.Event()
+        seen = []
+
+        def other():
+            with pinned_blas():
+                inner.set()
+                seen.append(set(_blas_threads(threadpoolctl).values()))
+
+        with pinned_blas():
+            with pinned_blas():
+                assert set(_blas_threads(threadpoolctl).values()) == {1}
+            t = threading.Thread(target=other)
+            t.start()
+            t.join()
+            assert inner.is_set() and seen == [{1}]
+            assert set(_blas_threads(threadpoolctl).values()) == {1}  # the other thread's exit was not the last
+        assert _blas_threads(threadpoolctl) == before
+
+
+def test_pinned_blas_warns_when_other_code_changes_the_thread_count():
+    """The pin is process-wide: another thread setting the BLAS thread count during a
+    pinned window undoes it (the window's bits may then differ). Said on the last exit."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads(threadpoolctl)
+        with pytest.warns(SchedgenWarning, match=r"BLAS thread count was changed by other code .*at 2 threads, expected 1\)"):
+            with pinned_blas():
+                threadpoolctl.threadpool_limits(limits=2, user_api="blas")  # as a trainer's thread might
+        assert _blas_threads(threadpoolctl) == before
 
 
 def test_gram_row_chunks_match_one_block():
