@@ -31,7 +31,7 @@ from . import memory
 from ._summary import read_summary, summary_dir, summary_path, write_summary
 from .checkpoint import Checkpoint
 from .data import Dataset, load_dataset
-from .errors import ParameterError, SchedgenError, StoreError
+from .errors import ParameterError, SchedgenError, SchedgenWarning, StoreError
 from .locks import DEFAULT_LOCK_TIMEOUT, LockOwner, LockTimeoutError, exclusive_lock
 from .memory import MemoryNeed
 from .methods import DEFAULT_METHOD, DEFAULT_SOLVER, METHODS, Method, RunContext, get_method
@@ -57,10 +57,6 @@ DEFAULT_OUT_DIR = Path("schedules")
 _log = logging.getLogger("schedgen.locks")
 
 Progress = Callable[[int, int], None]
-
-
-class SchedgenWarning(UserWarning):
-    """Something is legal but probably not what the user wants (e.g. a diagonal kernel)."""
 
 
 #: BuildConfig's integer options: name -> (how messages name it, minimum, maximum).
@@ -418,7 +414,7 @@ def _build_locked(config, ds, k, params, key, path, method, progress, t0) -> Bui
         caught.append(msg)
         warnings.warn(msg, SchedgenWarning, stacklevel=2)
 
-    ckpt = Checkpoint(checkpoint_path(path), key=key)
+    ckpt = Checkpoint(checkpoint_path(path), key=key, warn=warn)
     if config.force:
         ckpt.clear()
     ctx = RunContext(progress=progress, warn=warn, checkpoint=ckpt, cache_dir=path.parent / ".cache")

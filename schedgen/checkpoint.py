@@ -11,11 +11,8 @@ build: the first failure of each :class:`Checkpoint` is reported as a
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import time
-import uuid
 import warnings
 import zipfile
 from pathlib import Path
@@ -23,33 +20,14 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from ._proc import atomic_write
 from .errors import SchedgenWarning
 
-__all__ = ["Checkpoint", "checkpoint_interval", "code_digest", "CHECKPOINT_SECONDS_ENV"]
+__all__ = ["Checkpoint", "checkpoint_interval", "CHECKPOINT_SECONDS_ENV"]
 
 #: Seconds between checkpoints (environment override, e.g. 0 = after every step).
 CHECKPOINT_SECONDS_ENV = "SCHEDGEN_CHECKPOINT_SECONDS"
 DEFAULT_CHECKPOINT_SECONDS = 30.0
-
-
-@functools.lru_cache(maxsize=None)
-def code_digest() -> str:
-    """A short sha256 over schedgen's own source files (``schedgen`` and ``schedgen.kernels``).
-
-    Intermediate results (checkpoints, cached features and row sums) carry it in their
-    keys, so that they are reused only by the code that made them: the package version
-    does not change with every edit of a development checkout.
-    """
-    import schedgen
-    import schedgen.kernels
-
-    h = hashlib.sha256()
-    for pkg in (schedgen, schedgen.kernels):
-        root = Path(pkg.__file__).parent
-        for f in sorted(root.glob("*.py")):
-            h.update(f"{pkg.__name__}/{f.name}".encode() + b"\0")
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def checkpoint_interval() -> float:
@@ -114,20 +92,15 @@ class Checkpoint:
         this checkpoint are counted in :attr:`failures` only, so a build saving every
         few seconds onto a full disk warns once, not on every save.
         """
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, __key__=np.array(self.key), **{k: np.asarray(v) for k, v in state.items()})
-            os.replace(tmp, self.path)
+
+        try:
+            atomic_write(self.path, write)  # a temporary that outlives a kill: clear() removes it
             self.saves += 1
         except OSError as exc:
             self._failed(exc)
-        finally:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass  # clear() removes it, or the next build's clear()
         self._last = time.monotonic()
 
     def _failed(self, exc: OSError) -> None:
