@@ -14,7 +14,6 @@ from ._parallel import pinned_blas, worker_pool
 from .backend import get_namespace, resolve_device, to_device, to_numpy
 from .bandwidth import (
     FALLBACK_BANDWIDTH,
-    SUBSAMPLE_STREAM,
     is_numerically_constant,
     is_numerically_diagonal,
     median_bandwidth,
@@ -56,6 +55,5 @@ __all__ = [
     "is_numerically_constant",
     "numerical_degeneracy",
     "subsample_indices",
-    "SUBSAMPLE_STREAM",
     "FALLBACK_BANDWIDTH",
 ]

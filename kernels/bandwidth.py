@@ -2,27 +2,27 @@
 
 Both look at the same fixed subsample: all samples when N <= max_samples,
 otherwise ``max_samples`` rows drawn without replacement by
-``np.random.default_rng([seed, SUBSAMPLE_STREAM])`` (a pure function of the seed;
-the second word keeps this stream apart from every other use of the seed).
+``schedgen.rng.rng(seed, "bandwidth")`` (a pure function of the seed, in a stream
+of its own: see the table in :mod:`schedgen.rng`).
 Distances are computed in float64 on the host.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 
 from schedgen.errors import ParameterError
+from schedgen.params import check_int
+from schedgen.rng import rng as _rng
 
 from ._parallel import pinned_blas
 from .backend import get_namespace, to_numpy
 from .families import Kernel, as_float_matrix
 
 __all__ = [
-    "SUBSAMPLE_STREAM",
     "FALLBACK_BANDWIDTH",
     "DIAGONAL_TOL",
     "subsample_indices",
@@ -34,8 +34,6 @@ __all__ = [
     "numerical_degeneracy",
 ]
 
-#: Second word of the subsample's seed sequence ("mmd" in ASCII).
-SUBSAMPLE_STREAM = 0x6D6D64
 #: σ returned when the median squared distance is 0 (e.g. constant data).
 FALLBACK_BANDWIDTH = 1.0
 #: A kernel is numerically diagonal when its median |off-diagonal| value is below
@@ -44,26 +42,18 @@ FALLBACK_BANDWIDTH = 1.0
 DIAGONAL_TOL = 1e-6
 
 
-def _nonneg_int(value: Any, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
-        raise ParameterError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def subsample_indices(n: int, *, seed: int = 0, max_samples: int = 2000) -> np.ndarray:
     """Sorted int64 indices of the rows the median heuristic looks at.
 
     ``arange(n)`` when ``n <= max_samples``; otherwise ``max_samples`` distinct rows
-    drawn by ``np.random.default_rng([seed, SUBSAMPLE_STREAM]).choice(n, max_samples,
-    replace=False)``, sorted.
+    drawn by ``rng(seed, "bandwidth").choice(n, max_samples, replace=False)``, sorted.
     """
-    n = _nonneg_int(n, "n", 0)
-    seed = _nonneg_int(seed, "seed", 0)
-    max_samples = _nonneg_int(max_samples, "max_samples", 2)
+    n = check_int("n", n, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
+    max_samples = check_int("max_samples", max_samples, minimum=2)
     if n <= max_samples:
         return np.arange(n, dtype=np.int64)
-    rng = np.random.default_rng([seed, SUBSAMPLE_STREAM])
-    return np.sort(rng.choice(n, size=max_samples, replace=False)).astype(np.int64)
+    return np.sort(_rng(seed, "bandwidth").choice(n, size=max_samples, replace=False)).astype(np.int64)
 
 
 def _subsample64(X: Any, seed: int, max_samples: int) -> np.ndarray:
