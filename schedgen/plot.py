@@ -20,6 +20,7 @@ import numpy as np
 
 from ._proc import atomic_write
 from .errors import ParameterError, StoreError
+from .rng import STREAMS, rng
 from .store import Schedule, read_schedule
 
 __all__ = [
@@ -30,8 +31,8 @@ __all__ = [
 #: Output formats, chosen by the output's extension.
 PLOT_FORMATS = ("png", "pdf", "svg")
 
-#: Stream tag of the random baseline's permutation: default_rng([seed, BASELINE_STREAM]).
-BASELINE_STREAM = 0x706C6F74  # "plot"
+#: Tag of the random baseline's stream ``rng(seed, "plot")``: ``default_rng([seed, BASELINE_STREAM])``.
+BASELINE_STREAM = STREAMS["plot"][0]  # 0x706C6F74, "plot"
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,10 @@ def order_mmd2(schedule: Schedule, order: np.ndarray | None = None, *, data_dir=
 
 
 def random_baseline_mmd2(schedule: Schedule, *, data_dir=None, seed: int = 0) -> np.ndarray:
-    """Per-batch MMD² of a seeded random order (``default_rng([seed, BASELINE_STREAM])``)
+    """Per-batch MMD² of a seeded random order (``rng(seed, "plot")``, :mod:`schedgen.rng`)
     cut like ``schedule``, same data and kernel, scored as the selection loop scores
     the schedule (:func:`order_mmd2`)."""
-    order = np.random.default_rng([seed, BASELINE_STREAM]).permutation(schedule.n_samples).astype(np.int64)
+    order = rng(seed, "plot").permutation(schedule.n_samples).astype(np.int64)
     return order_mmd2(schedule, order, data_dir=data_dir)
 
 

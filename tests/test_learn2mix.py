@@ -1,7 +1,8 @@
-"""Tests of schedgen.learn2mix: the α update against its formula, largest-remainder
-counts against an exact Fraction reference, cyclic per-class draws, determinism and
-resume, the offline proxy against a plain-loop reference, an imbalanced-digits run,
-k-means groups, and every error message."""
+"""Tests of schedgen.methods.learn2mix: the α update against its formula, largest-remainder
+counts against an exact Fraction reference, whole schedules against a plain-loop
+re-derivation of the drawing rule (:func:`ref_epoch`, which shares no code with the
+planner), determinism, the offline proxy against a plain-loop reference, an
+imbalanced-digits run, k-means groups, and every error message."""
 
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from schedgen.errors import DataError, ParameterError
-from schedgen.learn2mix import (
+from schedgen.methods.learn2mix import (
     Learn2MixPlanner,
     Learn2MixResult,
-    Learn2MixState,
     class_mean_losses,
     default_lr,
     initial_alpha,
@@ -28,6 +28,7 @@ from schedgen.learn2mix import (
     parse_groups,
     update_alpha,
 )
+from schedgen.rng import rng
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -62,6 +63,33 @@ def ref_counts(alpha, k):
         taken[best] = True
         counts[best] += 1
     return counts
+
+
+def ref_epoch(labels, k, seed, epoch, alpha, n_batches):
+    """The drawing rule re-derived from its documentation, as plain loops: class j is
+    visited in the order ``members_j[rng(seed, "learn2mix", epoch, j).permutation(n_j)]``;
+    each class's pointer starts at 0 and wraps to the start of the same permutation; a
+    batch takes ``ref_counts(alpha, k)[j]`` draws of class j, classes in id order, each
+    class's draws in draw order. Returns a list of ``n_batches`` lists of k ints."""
+    labels = [int(v) for v in labels]
+    counts = ref_counts(alpha, k)
+    perms = []
+    for j in range(len(counts)):
+        members = [i for i, v in enumerate(labels) if v == j]  # ascending
+        order = rng(seed, "learn2mix", epoch, j).permutation(len(members))
+        perms.append([members[int(t)] for t in order])
+    pointer = [0] * len(counts)
+    batches = []
+    for _ in range(n_batches):
+        batch = []
+        for j in range(len(counts)):
+            for _ in range(counts[j]):
+                batch.append(perms[j][pointer[j]])
+                pointer[j] += 1
+                if pointer[j] == len(perms[j]):
+                    pointer[j] = 0
+        batches.append(batch)
+    return batches
 
 
 def labels_from_sizes(sizes, seed=0):
@@ -231,7 +259,7 @@ def test_cyclic_pointer_small_class_repeats_in_the_same_order():
 @given(
     sizes=st.lists(st.integers(1, 15), min_size=2, max_size=5),
     data=st.data(),
-    seed=st.integers(0, 2**32),
+    seed=st.integers(0, 2**32 - 1),
     epoch=st.integers(0, 5),
 )
 def test_batches_exact_counts_order_and_cycles(sizes, data, seed, epoch):
@@ -257,6 +285,7 @@ def test_batches_exact_counts_order_and_cycles(sizes, data, seed, epoch):
         order = planner.class_order(epoch, j)
         assert sorted(order.tolist()) == np.flatnonzero(y == j).tolist()
         assert got == order[np.arange(len(got)) % sizes[j]].tolist()
+    assert [b.tolist() for b in batches] == ref_epoch(y, k, seed, epoch, alpha, B)
 
 
 def test_zero_count_class_takes_nothing():
@@ -272,7 +301,7 @@ def test_default_batches_per_epoch_is_ceil_n_over_k():
     assert Learn2MixPlanner(y, 13, mixing_rate=0.1, seed=0).batches_per_epoch == 1
 
 
-# --------------------------------------------------------------------------- determinism and resume
+# --------------------------------------------------------------------------- determinism
 
 
 def test_same_seed_same_bytes_different_seed_different():
@@ -287,50 +316,6 @@ def test_same_seed_same_bytes_different_seed_different():
     assert one != next_epoch
 
 
-@SETTINGS
-@given(sizes=st.lists(st.integers(1, 12), min_size=2, max_size=4), data=st.data(), seed=st.integers(0, 1000))
-def test_next_batch_with_resume_equals_epoch_batches(sizes, data, seed):
-    y = labels_from_sizes(sizes)
-    k = data.draw(st.integers(1, len(y)))
-    planner = Learn2MixPlanner(y, k, mixing_rate=0.4, seed=seed, batches_per_epoch=data.draw(st.integers(1, 5)))
-    stop = data.draw(st.integers(0, planner.batches_per_epoch))
-    state = planner.start()
-    expected = []
-    got = []
-    for epoch in range(2):
-        expected.extend(planner.epoch_batches(epoch, state.alpha))
-        for b in range(planner.batches_per_epoch):
-            if epoch == 1 and b == stop:  # checkpoint to JSON and resume in a fresh planner
-                state = Learn2MixState.from_dict(state.to_dict())
-                planner = Learn2MixPlanner(y, k, mixing_rate=0.4, seed=seed,
-                                           batches_per_epoch=planner.batches_per_epoch)
-            batch, state = planner.next_batch(state)
-            got.append(batch)
-        losses = data.draw(loss_vectors(len(sizes)))
-        before = state.alpha
-        state = planner.end_epoch(state, losses)
-        assert_array_equal(state.alpha, update_alpha(before, losses, 0.4))
-        assert state.epoch == epoch + 1 and state.batch == 0 and not state.pointers.any()
-    assert len(got) == len(expected)
-    for a, b in zip(got, expected):
-        assert_array_equal(a, b)
-
-
-def test_next_batch_refuses_finished_epoch_and_foreign_state():
-    y = labels_from_sizes([4, 4])
-    planner = Learn2MixPlanner(y, 4, mixing_rate=0.5, seed=0)
-    state = planner.start()
-    for _ in range(planner.batches_per_epoch):
-        _, state = planner.next_batch(state)
-    with pytest.raises(ParameterError, match=r"epoch 0 is complete \(2 batches\); call end_epoch"):
-        planner.next_batch(state)
-    bad = Learn2MixState(epoch=0, batch=1, alpha=np.array([0.5, 0.5]), pointers=np.array([0, 0]))
-    with pytest.raises(ParameterError, match=r"state pointers \[0, 0\] disagree with batch 1 .*\(expected \[2, 2\]\)"):
-        planner.next_batch(bad)
-    with pytest.raises(ParameterError, match="not a learn2mix state"):
-        Learn2MixState.from_dict({"epoch": 0})
-
-
 # --------------------------------------------------------------------------- offline proxy
 
 
@@ -343,7 +328,7 @@ def ref_schedule(X, y, k, epochs, gamma, seed, lr, groups=None):
     c = int(y.max()) + 1
     g_of = y if groups is None else groups
     G = int(g_of.max()) + 1
-    planner = Learn2MixPlanner(g_of, k, mixing_rate=gamma, seed=seed)
+    n_batches = -(-n // k)
     W = [[0.0] * c for _ in range(d)]
     b = [0.0] * c
 
@@ -357,7 +342,7 @@ def ref_schedule(X, y, k, epochs, gamma, seed, lr, groups=None):
     alphas, losses, batches = [], [], []
     for e in range(epochs):
         alphas.append(alpha)
-        for batch in planner.epoch_batches(e, np.array(alpha)):
+        for batch in ref_epoch(g_of, k, seed, e, alpha, n_batches):
             batches.append(batch)
             gW = [[0.0] * c for _ in range(d)]
             gb = [0.0] * c
@@ -435,15 +420,68 @@ def test_offline_schedule_is_replayable_from_recorded_alphas():
     assert res.class_losses.tobytes() == again.class_losses.tobytes()
     assert res.indices.tobytes() != learn2mix_schedule(X, y, 12, epochs=4, mixing_rate=0.3, seed=12).indices.tobytes()
     assert_allclose(res.class_proportions[0], initial_alpha(y), rtol=0, atol=0)
-    planner = Learn2MixPlanner(y, 12, mixing_rate=0.3, seed=11)
     for e in range(4):
         lo, hi = res.epoch_offsets[e], res.epoch_offsets[e + 1]
         got = res.indices[res.batch_offsets[lo] : res.batch_offsets[hi]]
-        assert_array_equal(got, planner.epoch_matrix(e, res.class_proportions[e]).ravel())
+        assert got.reshape(-1, 12).tolist() == ref_epoch(y, 12, 11, e, res.class_proportions[e], 8)
         if e + 1 < 4:
             nxt = update_alpha(res.class_proportions[e], res.class_losses[e], 0.3)
             assert_array_equal(res.class_proportions[e + 1], nxt)
     assert res.params["lr"] == default_lr(X)
+
+
+# --------------------------------------------------------------------------- whole schedules, re-derived
+
+
+@pytest.mark.parametrize(
+    "sizes, k, epochs, gamma, seed, batches_per_epoch, with_labels",
+    [
+        ([40, 9, 25, 16], 12, 4, 0.3, 11, None, False),  # default ceil(N / k) batches
+        ([3, 20, 2, 11], 8, 3, 0.9, 0, 15, False),  # small classes wrap several times an epoch
+        ([40, 2, 30], 5, 3, 0.5, 2**32 - 1, None, False),  # class 1 gets 0 draws while α_1·5 < 1/2
+        ([7, 5], 12, 2, 1.0, 5, 4, False),  # k = N: every batch holds the whole data set (with repeats)
+        ([13, 17, 10], 6, 3, 0.7, 9, None, True),  # groups that are not the labels
+    ],
+)
+def test_whole_offline_schedule_is_the_rule_rederived(sizes, k, epochs, gamma, seed, batches_per_epoch, with_labels):
+    """Every batch of every epoch of an offline schedule, re-derived by :func:`ref_epoch`
+    from the α the schedule recorded for that epoch (no planner involved)."""
+    rng_x = np.random.default_rng(len(sizes) + k)
+    y = labels_from_sizes(sizes, seed=k)
+    n = len(y)
+    X = (rng_x.normal(size=(n, 4)) + y[:, None]).astype(np.float32)
+    labels = (np.arange(n) * 7 % 3).astype(np.int64) if with_labels else None
+    res = learn2mix_schedule(X, y, k, epochs=epochs, mixing_rate=gamma, seed=seed,
+                             batches_per_epoch=batches_per_epoch, labels=labels)
+    B = batches_per_epoch or -(-n // k)
+    assert res.params["batches_per_epoch"] == B and res.indices.shape == (epochs * B * k,)
+    assert_array_equal(res.class_proportions[0], np.asarray(sizes) / n)
+    want = []
+    for e in range(epochs):
+        want.extend(ref_epoch(y, k, seed, e, res.class_proportions[e].tolist(), B))
+    assert res.indices.reshape(-1, k).tolist() == want
+    # the cases exercise what they claim: α moved the counts, a class was skipped, a class wrapped
+    counts = [ref_counts(res.class_proportions[e], k) for e in range(epochs)]
+    if sizes == [40, 9, 25, 16]:
+        assert len({tuple(c) for c in counts}) > 1
+    if sizes == [40, 2, 30]:
+        assert any(c[1] == 0 for c in counts)
+    if sizes == [3, 20, 2, 11]:
+        assert all(sum(c[j] * B > 2 * sizes[j] for j in range(4)) >= 2 for c in counts)
+
+
+def test_class_orders_come_from_the_tagged_learn2mix_stream():
+    """Class j of epoch e: ``default_rng([seed, 0x6C326D78, e, j])`` (rng(seed, "learn2mix",
+    e, j)), not the untagged ``[seed, e, j]`` of revision 1, whose class 0 was the stream
+    ``[seed, e]`` (SeedSequence pads with zeros)."""
+    y = labels_from_sizes([30, 12, 50])
+    planner = Learn2MixPlanner(y, 16, mixing_rate=0.1, seed=3)
+    for e, j in [(0, 0), (2, 1), (5, 2)]:
+        members = np.flatnonzero(y == j)
+        tagged = members[np.random.default_rng([3, 0x6C326D78, e, j]).permutation(len(members))]
+        assert_array_equal(planner.class_order(e, j), tagged)
+        untagged = members[np.random.default_rng([3, e, j]).permutation(len(members))]
+        assert not np.array_equal(planner.class_order(e, j), untagged)
 
 
 @pytest.fixture(scope="module")
@@ -475,9 +513,8 @@ def test_offline_digits_alpha_moves_towards_hard_classes(imbalanced_digits):
     for e in range(3, 8):
         assert np.corrcoef(alpha[e], target[e - 1])[0, 1] > 0.9
     # every batch has exactly k samples, mixed as α says
-    planner = Learn2MixPlanner(y, 32, mixing_rate=0.5, seed=0)
     last = res.indices[res.batch_offsets[res.epoch_offsets[-2]] :].reshape(-1, 32)
-    assert_array_equal(np.bincount(y[last[0]], minlength=10), planner.class_counts(alpha[-1]))
+    assert_array_equal(np.bincount(y[last[0]], minlength=10), ref_counts(alpha[-1], 32))
 
 
 # --------------------------------------------------------------------------- k-means groups
@@ -605,7 +642,8 @@ def test_bad_labels(labels, match):
         ({"k": 5}, r"k must be a positive integer no larger than the dataset \(N=4\), got k=5"),
         ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
         ({"epochs": 1.0}, "epochs must be an integer, got 1.0"),
-        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"seed": -1}, "seed must be an integer >= 0 and <= 4294967295, got -1"),
+        ({"seed": 2**32}, "seed must be an integer >= 0 and <= 4294967295, got 4294967296"),
         ({"batches_per_epoch": 0}, "batches_per_epoch must be an integer >= 1, got 0"),
         ({"lr": 0.0}, "lr must be a positive finite number, got 0.0"),
         ({"lr": float("inf")}, "lr must be a positive finite number, got inf"),
@@ -627,37 +665,30 @@ def test_bad_features():
         learn2mix_schedule(X, np.array([0, 1, 0, 1]), 2, epochs=1, mixing_rate=0.1, seed=0)
 
 
-def test_module_has_no_torch_import():
-    import schedgen.learn2mix as mod
+def test_package_has_no_torch_import():
+    from pathlib import Path
 
-    src = open(mod.__file__).read()
-    assert "import torch" not in src and "from torch" not in src
+    import schedgen.methods.learn2mix as pkg
+
+    files = sorted(Path(pkg.__file__).parent.glob("*.py"))
+    assert len(files) > 1
+    for f in files:
+        src = f.read_text()
+        assert "import torch" not in src and "from torch" not in src, f.name
 
 
 # --------------------------------------------------------------------------- memory (issue 10, item 2)
 
 
-def _epoch_matrix_reference(planner, epoch, alpha):
-    """The module docstring's rule, whole: draw t of class j is perm_j[t mod n_j]."""
-    counts = largest_remainder_counts(alpha, planner.k)
-    B = planner.batches_per_epoch
-    cols = []
-    for j, c in enumerate(counts.tolist()):
-        if c:
-            t = np.arange(B * c) % planner.class_sizes[j]
-            cols.append(planner.class_order(epoch, j)[t].reshape(B, c))
-    return np.concatenate(cols, axis=1)
-
-
 @pytest.mark.parametrize("fill", [1, 7, 1 << 20])
 def test_epoch_matrix_written_in_pieces_and_into_out(monkeypatch, fill):
-    import schedgen.learn2mix as l2m
+    import schedgen.methods.learn2mix._planner as planner_mod
 
-    monkeypatch.setattr(l2m, "_FILL_ELEMENTS", fill)
+    monkeypatch.setattr(planner_mod, "_FILL_ELEMENTS", fill)
     y = labels_from_sizes([3, 20, 9])
     planner = Learn2MixPlanner(y, 10, mixing_rate=0.5, seed=7, batches_per_epoch=13)
     alpha = [0.25, 0.5, 0.25]
-    want = _epoch_matrix_reference(planner, 2, alpha)
+    want = np.array(ref_epoch(y, 10, 7, 2, alpha, 13), dtype=np.int64)
     assert_array_equal(planner.epoch_matrix(2, alpha), want)
     out = np.full((2, 13, 10), -1, dtype=np.int64)
     got = planner.epoch_matrix(2, alpha, out=out[1])
@@ -689,7 +720,7 @@ def test_schedule_holds_one_copy_of_its_indices():
 
 
 def test_schedule_memory_counts_the_sizes():
-    from schedgen.learn2mix import schedule_memory
+    from schedgen.methods.learn2mix import schedule_memory
 
     m = schedule_memory(1437, 64, 50, epochs=3, batches_per_epoch=10**8, n_groups=10, n_outputs=10)
     assert m["indices"] == 3 * 10**8 * 50 * 8

@@ -328,7 +328,7 @@ def test_learn2mix_npz_groups_with_any_ids(tmp_path):
     assert alpha.shape == (2, 3)
     np.testing.assert_allclose(alpha[0], [np.mean(groups == g) for g in (-2, 5, 7)], rtol=0, atol=1e-15)
     # every batch holds the largest-remainder share of each group for its epoch's alpha
-    from schedgen.learn2mix import largest_remainder_counts as largest_remainder
+    from schedgen.methods.learn2mix import largest_remainder_counts as largest_remainder
 
     for e in range(2):
         want = largest_remainder(alpha[e], 30)

@@ -17,7 +17,7 @@ import pytest
 from schedgen.build import BuildConfig, build, checkpoint_path
 from schedgen.checkpoint import CHECKPOINT_SECONDS_ENV, Checkpoint
 from schedgen.data import load_dataset
-from schedgen.learn2mix import learn2mix_schedule
+from schedgen.methods.learn2mix import learn2mix_schedule
 
 
 class Stop(Exception):

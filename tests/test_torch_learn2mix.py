@@ -26,7 +26,8 @@ import schedgen.store._write  # noqa: E402
 import schedgen.torch  # noqa: E402
 import schedgen.torch._learn2mix  # noqa: E402
 from schedgen.errors import DataError, ParameterError, StoreError  # noqa: E402
-from schedgen.learn2mix import largest_remainder_counts  # noqa: E402
+from schedgen.methods.learn2mix import largest_remainder_counts  # noqa: E402
+from schedgen.rng import rng  # noqa: E402
 from schedgen.store import read_attrs, read_schedule, write_schedule  # noqa: E402
 from schedgen.torch import Learn2MixBatchSampler, ScheduleBatchSampler  # noqa: E402
 
@@ -77,7 +78,7 @@ def reference_epoch(labels, k: int, seed: int, epoch: int, alpha, n_batches: int
     perms = []
     for j in range(len(counts)):
         members = [i for i, y in enumerate(labels) if y == j]
-        order = np.random.default_rng([seed, epoch, j]).permutation(len(members))
+        order = rng(seed, "learn2mix", epoch, j).permutation(len(members))
         perms.append([members[t] for t in order])
     pointers = [0] * len(counts)
     batches = []
@@ -548,7 +549,7 @@ def test_stateful_dataloader_resume_with_workers():
         ({"mixing_rate": 0.0}, r"mixing rate must be in \(0, 1\], got 0.0"),
         ({"mixing_rate": 1.5}, r"mixing rate must be in \(0, 1\], got 1.5"),
         ({"mixing_rate": "0.1"}, r"mixing rate must be a number in \(0, 1\], got '0.1'"),
-        ({"seed": -1}, r"seed must be an integer >= 0, got -1"),
+        ({"seed": -1}, r"seed must be an integer >= 0 and <= 4294967295, got -1"),
         ({"seed": 1.0}, r"seed must be an integer, got 1.0"),
         ({"batches_per_epoch": 0}, r"batches_per_epoch must be an integer >= 1, got 0"),
         ({"record_to": 3}, r"record_to must be a local path \(str or os.PathLike\), got int"),

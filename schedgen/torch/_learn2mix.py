@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Sampler
 
 from ..errors import ParameterError
-from ..learn2mix import Learn2MixPlanner, class_mean_losses, update_alpha
+from ..methods.learn2mix import Learn2MixPlanner, class_mean_losses, update_alpha
 from ..store import Schedule, Unchanged, write_schedule
 from ._record import check_record_to, dataset_attr
 from ._resume import Cursor, check_keys, read_position
@@ -39,7 +39,7 @@ class Learn2MixBatchSampler(Sampler[list[int]]):
     ``Learn2MixPlanner.epoch_matrix(e, α_e)``, the same batches the offline
     precompute plays for the same α: each holds ``largest_remainder_counts(α_e, k)[j]``
     samples of class j, drawn through the per-class cyclic pointers of
-    :mod:`schedgen.learn2mix`. α_0 is the class proportions of ``labels``;
+    :mod:`schedgen.methods.learn2mix`. α_0 is the class proportions of ``labels``;
     :meth:`update` closes an epoch with its class-wise mean losses L and starts
     the next one with ``α_{e+1} = α_e + γ (L / ΣL − α_e)``.
 
@@ -52,8 +52,8 @@ class Learn2MixBatchSampler(Sampler[list[int]]):
     mixing_rate : float
         γ in (0, 1].
     seed : int
-        Non-negative; epoch e visits class j in the order of
-        ``default_rng([seed, e, j])``.
+        ``0 <= seed < 2**32``; epoch e visits class j in the order of
+        ``rng(seed, "learn2mix", e, j)`` (:mod:`schedgen.rng`).
     batches_per_epoch : int, optional
         ``ceil(n_samples / k)`` by default.
     record_to : str or os.PathLike, optional

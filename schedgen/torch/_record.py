@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ParameterError, SchedgenError
-from ..learn2mix import Learn2MixPlanner
+from ..methods.learn2mix import Learn2MixPlanner
 from ..store import is_remote, read_attrs
 
 __all__ = ["check_record_to", "dataset_attr"]

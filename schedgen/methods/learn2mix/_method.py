@@ -1,16 +1,19 @@
-"""``learn2mix``: class mixes that follow the loss (offline, with a softmax-regression proxy).
+"""learn2mix's face to the build: its parameters, memory estimate, and running it on a dataset.
 
-The schedule itself is :func:`schedgen.learn2mix.learn2mix_schedule`; this module is
-the method's face to the build: parameters, memory estimate, running it on a dataset.
+Revision 2 (from 1): every class order is drawn from the tagged stream
+``rng(seed, "learn2mix", e, j)`` instead of ``default_rng([seed, e, j])``, which
+changed the bytes of every learn2mix schedule and, through the cache key, its path.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ParameterError
-from ..memory import MemoryNeed
-from ._base import Method, MethodOutput, RunContext, feature_needs, feature_spec, plural
+from ...errors import ParameterError
+from ...memory import MemoryNeed
+from .._base import Method, MethodOutput, RunContext, feature_needs, feature_spec, plural
+from ._driver import learn2mix_schedule, schedule_memory
+from ._kmeans import kmeans_groups, parse_groups
 
 __all__ = ["Learn2MixMethod"]
 
@@ -19,12 +22,10 @@ class Learn2MixMethod(Method):
     """learn2mix batches (exactly k samples, α_j·k of class j), α moved by a proxy's losses."""
 
     name = "learn2mix"
-    revision = 1
+    revision = 2
     options = frozenset({"epochs", "mixing_rate", "groups", "batches_per_epoch", "pca", "standardize"})
 
     def params(self, config, ds) -> dict:
-        from ..learn2mix import parse_groups
-
         if not (isinstance(config.mixing_rate, (int, float)) and 0 < config.mixing_rate <= 1):
             raise ParameterError(f"mixing rate must be in (0, 1], got {config.mixing_rate!r}")
         if config.groups is not None:
@@ -49,8 +50,6 @@ class Learn2MixMethod(Method):
         }
 
     def memory_needs(self, config, ds, k: int) -> list[MemoryNeed]:
-        from ..learn2mix import parse_groups, schedule_memory
-
         n = ds.n_samples
         d, needs = feature_needs(config, ds)
         E, B = config.epochs, config.batches_per_epoch
@@ -79,14 +78,13 @@ class Learn2MixMethod(Method):
         return needs + [MemoryNeed(b, *labels[name]) for name, b in parts.items()]
 
     def run(self, config, ds, k: int, ctx: RunContext) -> MethodOutput:
-        from ..kernels import pinned_blas
+        from ...kernels import pinned_blas
 
         with pinned_blas():  # PCA and the proxy's products: the same bits for any BLAS thread count
             return self._run(config, ds, k, ctx)
 
     def _run(self, config, ds, k: int, ctx: RunContext) -> MethodOutput:
-        from ..features import prepare_features
-        from ..learn2mix import kmeans_groups, learn2mix_schedule, parse_groups
+        from ...features import prepare_features
 
         X = prepare_features(ds, feature_spec(config))
         extra = {}
