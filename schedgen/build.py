@@ -30,13 +30,15 @@ from typing import Callable
 from . import memory
 from ._summary import read_summary, summary_dir, summary_path, write_summary
 from .checkpoint import Checkpoint
-from .data import Dataset, load_dataset
+from .data import SPLITS, Dataset, load_dataset
 from .errors import ParameterError, SchedgenError, SchedgenWarning, StoreError
 from .locks import DEFAULT_LOCK_TIMEOUT, LockOwner, LockTimeoutError, exclusive_lock
 from .memory import MemoryNeed
 from .methods import DEFAULT_METHOD, DEFAULT_SOLVER, METHODS, Method, RunContext, get_method
 from .rng import MAX_WORD
-from .params import check_int, check_real, parse_bandwidth, parse_float, parse_int
+from .kernels import KERNELS
+from .kernels.backend import DEVICES
+from .params import check_choice, check_flag, check_int, check_real, parse_bandwidth, parse_float, parse_int
 from .store import FORMAT_VERSION, Schedule, read_schedule, remove_orphans, write_schedule
 
 __all__ = [
@@ -66,6 +68,8 @@ _INTS = {"k": ("k", 1, None), "seed": ("seed", 0, MAX_WORD), "epochs": ("epochs"
 _REALS = {"coef0": ("coef0", "a finite number"), "mixing_rate": ("mixing rate", "a number in (0, 1]")}
 #: Options that may be None (unset).
 _OPTIONAL = {"pca", "batches_per_epoch"}
+#: BuildConfig's on/off options.
+_FLAGS = ("paper_coefficients", "standardize", "download", "force")
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,11 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         get_method(self.method)
+        check_choice("split", self.split, SPLITS)
+        check_choice("kernel", self.kernel, KERNELS)
+        check_choice("device", self.device, DEVICES)
+        for name in _FLAGS:
+            object.__setattr__(self, name, check_flag(name.replace("_", " "), getattr(self, name)))
         for name, (label, minimum, maximum) in _INTS.items():
             value = getattr(self, name)
             if not (value is None and name in _OPTIONAL):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
+from ._proc import atomic_write
 from .data import load_dataset
 from .errors import ParameterError, SchedgenError, StoreError
 from .store import FORMAT1_NOTE, atomic_directory, check_format, is_remote, read_attrs, read_schedule
@@ -74,8 +74,8 @@ def list_schedules(directory, *, verify: bool = False) -> list[dict]:
     digests recomputed (as :func:`verify` does, without the dataset check): each row
     gets ``verified`` (True or False; when False, ``error`` says why).
 
-    Stores that cannot be read, and stores of another format than
-    :data:`~schedgen.store.FORMAT_VERSION` (whose other attributes may mean something
+    Stores that cannot be read, and stores of a format this schedgen does not read
+    (:data:`~schedgen.store.READ_FORMATS`; their other attributes may mean something
     else), are listed with an ``error`` field instead of failing.
     """
     if is_remote(directory):
@@ -183,16 +183,14 @@ def export(path, out=None, *, fmt: str = "npy", overwrite: bool = False) -> Path
         return out
     if out.exists() and not overwrite:
         raise StoreError(f"{out} already exists; expected a new path (or pass --force to replace it)")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    def write(tmp: Path) -> None:
         with open(tmp, "w") as f:
             for e in range(s.n_epochs):
                 for b in s.epoch_batches(e):
                     f.write(json.dumps({"epoch": e, "batch": b, "indices": s.batch(b).tolist()}) + "\n")
-        os.replace(tmp, out)
+
+    try:
+        atomic_write(out, write)
     except OSError as exc:
         raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out

@@ -257,9 +257,8 @@ def list_(
 
         _print(rows, as_json, "\n".join(map(line, rows)) if rows else f"no schedule stores in {directory}")
         failed = [r for r in rows if r.get("verified") is False]
-        if failed:
-            typer.echo(f"error: {len(failed)} of {len(rows)} stores failed verification", err=True)
-            raise typer.Exit(code=1)
+        if failed:  # one error line, after the table (and the warnings, as every error)
+            raise SchedgenError(f"{len(failed)} of {len(rows)} stores failed verification")
         if rows and not verify and not as_json:
             typer.echo("note: read from attributes only, digests not checked (list --verify checks them)", err=True)
 

@@ -12,9 +12,11 @@ import math
 import re
 from numbers import Integral, Real
 
+import numpy as np
+
 from .errors import ParameterError
 
-__all__ = ["parse_int", "parse_float", "parse_bandwidth", "check_int", "check_real", "check_choice"]
+__all__ = ["parse_int", "parse_float", "parse_bandwidth", "check_int", "check_real", "check_choice", "check_flag"]
 
 
 def _range_text(minimum, maximum) -> str:
@@ -62,10 +64,18 @@ def check_real(name: str, value, expected: str = "a finite number") -> float:
 
 
 def check_choice(name: str, value, choices) -> str:
-    """``value`` if it is one of ``choices`` (strings), else a ParameterError listing them."""
+    """``value`` if it is one of ``choices`` (strings), else a ParameterError listing them:
+    ``{name} must be one of 'a', 'b', got {value!r}``."""
     if not isinstance(value, str) or value not in choices:
-        raise ParameterError(f"unknown {name} {value!r}; expected one of {sorted(choices)}")
+        raise ParameterError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def check_flag(name: str, value) -> bool:
+    """``value`` if it is a bool (``True``/``False``, NumPy's too), else a ParameterError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def parse_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:

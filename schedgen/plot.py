@@ -20,7 +20,7 @@ import numpy as np
 
 from ._proc import atomic_write
 from .errors import ParameterError, StoreError
-from .rng import STREAMS, rng
+from .rng import MAX_WORD, STREAMS, rng
 from .store import Schedule, read_schedule
 
 __all__ = [
@@ -236,7 +236,7 @@ def plot_schedule(
     """
     from .params import parse_int
 
-    seed = parse_int("seed", seed, minimum=0)
+    seed = parse_int("seed", seed, minimum=0, maximum=MAX_WORD)
     out = Path(out)
     fmt = plot_format(out)
     if out.exists() and not overwrite:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import schedgen.build as build_mod
 from schedgen.methods import RunContext
 from schedgen.methods.random import RandomMethod
 from schedgen import memory

@@ -1,7 +1,7 @@
 """A cache hit is cheap (issue 10, item 19): it imports neither scikit-learn nor SciPy
 nor HiGHS, and for digits it does not even load the dataset: a summary of it
-(fingerprint, N, D), keyed by the bundled file's path, size and mtime and schedgen's
-code digest, gives the store's key. A stale or damaged summary only costs a load."""
+(fingerprint, N, D), keyed by the bundled file's path, size and mtime and the data
+revision (``schedgen.revisions.DATA``), gives the store's key. A stale or damaged summary only costs a load."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def test_default_solver_matches_the_solvers_module():
     from schedgen.methods import mmd as mmd_method
 
     assert mmd_method.DEFAULT_SOLVER == solvers.DEFAULT_SOLVER
-    assert mmd_method.BUILTIN_SOLVERS <= set(solvers.SOLVERS)
+    assert mmd_method.BUILTIN_SOLVERS == set(solvers.SOLVERS)
 
 
 def test_unknown_solver_is_refused_before_any_file(tmp_path):

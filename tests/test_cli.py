@@ -411,3 +411,33 @@ def test_verify_with_the_dataset_names_all_three_checks(tmp_path):
     v = run("verify", built["path"], "--dataset", "digits")
     assert v.exit_code == 0
     assert v.stdout == f"ok: {built['path']} digest {built['digest'][:16]} and attributes and dataset fingerprint match\n"
+
+
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        (dict(kernel="foo"), "kernel must be one of 'rbf', 'poly', got 'foo'"),
+        (dict(device="bogus", method="random"), "device must be one of 'auto', 'cpu', 'cuda', got 'bogus'"),
+        (dict(split="val"), "split must be one of 'train', 'test', got 'val'"),
+        (dict(standardize="no"), "standardize must be True or False, got 'no'"),
+        (dict(k="50"), "k must be an integer, got '50'"),
+        (dict(seed=2**32), "seed must be an integer >= 0 and <= 4294967295, got 4294967296"),
+    ],
+)
+def test_build_config_is_checked_before_any_work(tmp_path, options, needle):
+    """Every option is checked when the BuildConfig is made: an unknown kernel or device
+    used to be found only after the data was loaded and the output folder, lock and
+    caches were made (and --device on a random build was never checked)."""
+    from schedgen.build import BuildConfig
+    from schedgen.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=re.escape(needle)):
+        BuildConfig(out_dir=tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_unknown_kernel_writes_nothing(tmp_path):
+    r = runner.invoke(app, ["build", "--kernel", "foo", "--out-dir", str(tmp_path / "out")])
+    assert r.exit_code == 1
+    assert r.stderr.strip() == "error: kernel must be one of 'rbf', 'poly', got 'foo'"
+    assert not (tmp_path / "out").exists()

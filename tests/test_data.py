@@ -1166,3 +1166,15 @@ class TestDownloadDeadlineProgressSignals:
         assert (folder / "test_32x32.mat").is_file()
         # The temporary names this process and machine, so it can be told from a live one.
         assert re.fullmatch(rf"\.test_32x32\.mat\.{os.getpid()}-{here}\.[a-z0-9_]+\.part", temporaries[0])
+
+
+def test_a_download_that_cannot_be_moved_into_place_is_one_error(tmp_path):
+    """The final rename of a finished download failing (here: a folder is in the way) is a
+    DataError naming the destination, not an OSError traceback; no temporary is left."""
+    dest = tmp_path / "train_32x32.mat"
+    dest.mkdir()
+    (dest / "x").write_text("in the way")
+    with pytest.raises(DataError, match=r"cannot move the download into place at .*train_32x32\.mat"):
+        with _download._atomic_path(dest) as tmp:
+            open(tmp, "wb").write(b"payload")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train_32x32.mat"]

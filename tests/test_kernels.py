@@ -786,3 +786,51 @@ def test_working_set_cupy_equals_numpy():
     assert_array_equal(dev.ids, host.ids)
     assert_allclose(dev.columns(samples), host.columns(samples), rtol=0, atol=1e-6)
     assert_allclose(dev.column_sums(samples)[0], host.column_sums(samples)[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_an_interrupt_stops_the_workers_within_an_item(shared):
+    """Ctrl-C (a KeyboardInterrupt in the calling thread) during a blocked pass: the
+    workers stop after the item they are on, not after draining every item left."""
+    import threading
+    import time
+
+    from schedgen.kernels._parallel import run_tasks, worker_pool
+
+    main = threading.get_ident()
+    done = []
+
+    def fn(item, state):
+        if shared and threading.get_ident() == main and item >= 5:
+            raise KeyboardInterrupt
+        time.sleep(0.01)
+        done.append(item)
+
+    items = range(400)
+    with pytest.raises(KeyboardInterrupt):
+        if shared:
+            with worker_pool(2):
+                run_tasks(fn, items, lambda: None, n_jobs=2)
+        else:
+            # The calling thread waits on the workers' futures: the interrupt lands there.
+            import schedgen.kernels._parallel as par
+
+            real_result = par.ThreadPoolExecutor.submit
+
+            def submit(self, fn_, *a, **kw):
+                fut = real_result(self, fn_, *a, **kw)
+
+                def result(timeout=None):
+                    if len(done) < 5:
+                        time.sleep(0.05)
+                    raise KeyboardInterrupt
+
+                fut.result = result
+                return fut
+
+            try:
+                par.ThreadPoolExecutor.submit = submit
+                run_tasks(fn, items, lambda: None, n_jobs=2)
+            finally:
+                par.ThreadPoolExecutor.submit = real_result
+    assert len(done) < 100, f"{len(done)} of 400 items ran after the interrupt"

@@ -175,17 +175,22 @@ def test_checkpoint_left_beside_a_finished_store_is_removed(tmp_path):
 
 def test_checkpoint_of_another_method_revision_is_ignored(tmp_path, monkeypatch):
     """A checkpoint is keyed by the cache key, which carries the method's revision: a
-    schedgen whose mmd method makes other bytes (another revision) starts afresh."""
+    schedgen whose mmd method makes other bytes (another revision) does not continue
+    from it, even where it finds it (here the store's name is held fixed, so the new
+    build looks at the very checkpoint the killed one left)."""
+    import schedgen.build as build_mod
     from schedgen.methods import METHODS
 
     killed = _run_build(tmp_path, "mmd", 10)
     assert killed.returncode == -signal.SIGKILL
     (left,) = tmp_path.glob(".*.partial")
+    name = left.name[1 : -len(".partial")]
+    monkeypatch.setattr(build_mod, "store_name", lambda *a, **kw: name)
     monkeypatch.setattr(METHODS["mmd"], "revision", METHODS["mmd"].revision + 1)
     seen = []
     r = build(BuildConfig(dataset="digits", k=50, out_dir=tmp_path), progress=lambda d, t: seen.append(d))
-    assert seen[0] == 0
-    assert checkpoint_path(r.path).parent != left
+    assert checkpoint_path(r.path).parent == left  # it did look there
+    assert seen[0] == 0, f"continued at batch {seen[0]} from another revision's checkpoint"
 
 
 def test_ctrl_c_keeps_the_work_done(tmp_path, monkeypatch):
@@ -207,3 +212,30 @@ def test_ctrl_c_keeps_the_work_done(tmp_path, monkeypatch):
     resumed = build(BuildConfig(**cfg, out_dir=tmp_path / "out"), progress=lambda d, t: seen.append(d))
     assert seen[0] == 5, f"the rerun started at batch {seen[0]}, not at 5"
     assert resumed.digest == reference.digest
+
+
+@pytest.mark.parametrize("damage", ["missing key", "wrong shape", "epoch out of range"])
+def test_learn2mix_checkpoint_that_does_not_fit_is_ignored(tmp_path, digits, damage):
+    """A learn2mix checkpoint missing a key or with other shapes is not this run's
+    state: the run starts afresh (before: a KeyError traceback, or wrong arrays)."""
+    X, y = digits
+    ck = Checkpoint(tmp_path / "c.npz", key="k1", every=0.0)
+
+    def stopper(done, total):
+        if done == 40:
+            raise Stop
+
+    with pytest.raises(Stop):
+        _l2m(X, y, checkpoint=ck, progress=stopper)
+    saved = ck.load()
+    if damage == "missing key":
+        del saved["alpha"]
+    elif damage == "wrong shape":
+        saved["b"] = np.zeros(3)
+    else:
+        saved["epoch"] = np.int64(99)
+    ck.save(saved)
+    seen = []
+    resumed = _l2m(X, y, checkpoint=Checkpoint(tmp_path / "c.npz", key="k1"), progress=lambda d, t: seen.append(d))
+    assert seen[0] == 0
+    assert resumed.indices.tobytes() == _l2m(X, y).indices.tobytes()

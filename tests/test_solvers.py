@@ -898,14 +898,16 @@ def _long_lp():
     return Z, k, (p.a, p.diag, k, iu, ju, Z[iu, ju])
 
 
-def _press_ctrl_c_when(started):
+def _press_ctrl_c_soon():
+    """SIGINT to this process 0.3 s from now. Called from inside the patched native run,
+    so it is only ever sent while HiGHS is solving (the LP takes seconds), never on a
+    path where the solve did not start."""
     import os
     import signal
     import threading
     import time
 
     def press_ctrl_c():
-        started.wait(60)
         time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGINT)
 
@@ -915,21 +917,20 @@ def _press_ctrl_c_when(started):
 def test_ctrl_c_stops_a_long_highs_solve(monkeypatch):
     """SIGINT during HiGHS's native run stops the solve within an iteration and raises
     KeyboardInterrupt (before: the signal waited until the whole solve returned)."""
-    import threading
-
     import schedgen.methods.solvers._highs as highs_mod
     import schedgen.methods.solvers._lp as lp_mod
 
     Z, k, args = _long_lp()
-    started = threading.Event()
     real = highs_mod._native_run
 
+    pressed = []
+
     def run(h):
-        started.set()
+        if not pressed:  # the first solve only: the one after it must run to the end
+            pressed.append(_press_ctrl_c_soon())
         return real(h)
 
     monkeypatch.setattr(highs_mod, "_native_run", run)
-    _press_ctrl_c_when(started)
     with pytest.raises(KeyboardInterrupt, match="interrupted while HiGHS was solving"):
         lp_mod._reduced_lp(*args)
     # HiGHS is left usable: the next solve runs to the end
@@ -942,26 +943,23 @@ def test_ctrl_c_returns_once_highs_has_stopped(monkeypatch):
     it returned because of the interrupt callback (model status kInterrupt). Python 3.11's
     Thread.join, interrupted by Ctrl-C, marks a running thread stopped; waiting on it let
     the caller (and a process exiting) run on while HiGHS was still solving."""
-    import threading
-
     import highspy
 
     import schedgen.methods.solvers._highs as highs_mod
     import schedgen.methods.solvers._lp as lp_mod
 
     _, _, args = _long_lp()
-    started = threading.Event()
     real = highs_mod._native_run
     returned = []
 
     def run(h):
-        started.set()
+        if not returned:
+            _press_ctrl_c_soon()
         status = real(h)
         returned.append(h.getModelStatus())
         return status
 
     monkeypatch.setattr(highs_mod, "_native_run", run)
-    _press_ctrl_c_when(started)
     with pytest.raises(KeyboardInterrupt, match="interrupted while HiGHS was solving"):
         lp_mod._reduced_lp(*args)
     assert returned == [highspy.HighsModelStatus.kInterrupt]

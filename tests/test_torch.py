@@ -680,3 +680,16 @@ def test_schedule_dataset_refuses_a_store_without_dataset_attributes(tmp_path):
     s.dataset.pop("fingerprint")
     with pytest.raises(StoreError, match=r"s\.zarr: dataset\.fingerprint must be str to find the dataset, got None$"):
         schedule_dataset(write_schedule(s, tmp_path / "s.zarr"))
+
+
+def test_a_format1_schedule_object_stays_format1(tmp_path):
+    """ScheduleBatchSampler(schedule) copies the Schedule it is given: the copy keeps the
+    format, so a format-1 schedule's attributes are not reported as covered by a digest."""
+    from toys import toy_schedule, write_format1
+
+    from schedgen.store import read_schedule
+
+    s = read_schedule(write_format1(toy_schedule(), tmp_path / "f1.zarr"))
+    assert s.schedgen_format == 1 and not s.attributes_covered
+    sampler = ScheduleBatchSampler(s)
+    assert sampler.schedule.schedgen_format == 1 and not sampler.schedule.attributes_covered

@@ -294,7 +294,10 @@ def _atomic_path(dest: Path):
         raise DataError(f"cannot write to {dest.parent} ({type(exc).__name__}: {exc})") from exc
     try:
         yield tmp
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise DataError(f"cannot move the download into place at {dest}: {exc.strerror or exc}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

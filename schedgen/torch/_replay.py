@@ -277,6 +277,7 @@ def _load(source: str | os.PathLike | Schedule) -> Schedule:
             batch_arrays=source.batch_arrays,
             epoch_arrays=source.epoch_arrays,
             schedgen_version=source.schedgen_version,
+            schedgen_format=source.schedgen_format,
         )
         return schedule
     if isinstance(source, (str, os.PathLike)):

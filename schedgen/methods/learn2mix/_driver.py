@@ -126,11 +126,21 @@ class _Trajectory:
     def resume(self, checkpoint) -> tuple[int, int]:
         """Load ``checkpoint``'s state when it fits this run: the (epoch, batch) to go on from."""
         saved = checkpoint.load() if checkpoint is not None else None
-        if saved is None or saved["W"].shape != self.proxy.W.shape or saved["alphas"].shape != self.alphas.shape:
+        if saved is None:
+            return 0, 0
+        shapes = {"W": self.proxy.W.shape, "b": self.proxy.b.shape, "alpha": self.alpha.shape,
+                  "alphas": self.alphas.shape, "losses": self.losses.shape, "epoch": (), "batch": ()}
+        try:
+            if any(np.shape(saved[name]) != shape for name, shape in shapes.items()):
+                return 0, 0  # another run's state: start afresh
+            e, i = int(saved["epoch"]), int(saved["batch"])
+        except (KeyError, TypeError, ValueError):
+            return 0, 0  # not a state of this loop
+        if not 0 <= e <= len(self.alphas):
             return 0, 0
         self.proxy.W, self.proxy.b, self.alpha = saved["W"], saved["b"], saved["alpha"]
         self.alphas[:], self.losses[:] = saved["alphas"], saved["losses"]
-        return int(saved["epoch"]), int(saved["batch"])
+        return e, i
 
     def state(self, e: int, i: int) -> dict:
         return {"epoch": np.int64(e), "batch": np.int64(i), "W": self.proxy.W, "b": self.proxy.b,

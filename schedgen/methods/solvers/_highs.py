@@ -90,7 +90,12 @@ def _run_interruptible(h: highspy._Highs, poll: float = 0.1) -> highspy.HighsSta
             pass
     except KeyboardInterrupt:
         stop.set()
-        done.wait()
+        while True:  # HiGHS stops within an iteration; more Ctrl-Cs meanwhile must not leave it running
+            try:
+                done.wait()
+                break
+            except KeyboardInterrupt:
+                continue
         raise KeyboardInterrupt("interrupted while HiGHS was solving an LP") from None
     if "error" in out:
         raise out["error"]

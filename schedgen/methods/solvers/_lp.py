@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from ...errors import ParameterError
 from ._certificate import _half_certificate
 from ._highs import _LPSolution, _solve_lp
-from ._problem import BatchProblem, _columns, _kblock, _order_by
+from ._problem import BatchProblem, _kblock, _order_by
 from ._relaxation import LPRelaxation, _round_lp
 
 #: Primal tolerance: a pair row is violated when ``m_i + m_j - 1 - t_ij`` exceeds it.
@@ -131,13 +131,18 @@ def solve_lp_relaxation(
 
 def _positive_row_sums(problem: BatchProblem) -> np.ndarray:
     """``R_i = Σ_{j≠i} max(K_ij, 0)`` over the problem's samples, shape (n,), in column
-    blocks of at most ~2M kernel values (16 MB)."""
+    blocks of at most ~2M kernel values (16 MB).
+
+    Through ``block``, not ``columns``: the selection loop keeps every full column a
+    solver asks for (to reuse it in the ``s_P`` update), which here would be all ``n``.
+    """
     n = problem.n
     out = np.empty(n)
+    rows = np.arange(n, dtype=np.int64)
     step = max(1, (1 << 21) // n)
     for s in range(0, n, step):
         cols = np.arange(s, min(n, s + step), dtype=np.int64)
-        out[s:s + cols.size] = np.maximum(_columns(problem, cols), 0.0).sum(axis=1)
+        out[s:s + cols.size] = np.maximum(_kblock(problem, rows, cols), 0.0).sum(axis=0)
     return out
 
 
