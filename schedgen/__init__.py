@@ -1,8 +1,11 @@
 """schedgen: deterministic, precomputed mini-batch schedules.
 
-Layers (each imports only those to its left)::
+Layers (each imports only those to its left; ``tests/test_layers.py`` checks it)::
 
-    data -> features -> kernels -> selection -> store -> torch replay -> CLI
+    data -> features -> kernels -> methods -> store -> build -> torch replay -> CLI
+
+on shared utilities (errors, params, rng, revisions, memory, mmd2). See the README's
+"Code layout".
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ bundled with scikit-learn, found without importing scikit-learn), these are kept
 ``$XDG_CACHE_HOME/schedgen/datasets/<dataset>-<split>-<key>.json`` (default
 ``~/.cache/schedgen``), keyed by the files' paths, sizes and mtimes and the data
 revision (``schedgen.revisions.DATA``), so that a hit neither imports scikit-learn nor reads the data. (Not in
-the output folder: a build leaves nothing there but its store.)
+the output folder, which holds the stores and the mmd caches of ``.cache/``.)
 """
 
 from __future__ import annotations

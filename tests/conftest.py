@@ -1,7 +1,7 @@
 """Test-session settings shared by every module.
 
 Builds keep a small dataset summary under ``$XDG_CACHE_HOME/schedgen`` (see
-``schedgen.build``); the suite points that at a temporary folder of its own, removed at
+``schedgen._summary``); the suite points that at a temporary folder of its own, removed at
 the end, so running the tests never writes into the user's ``~/.cache``. Set here, at
 import, so that subprocesses started by tests inherit it too.
 """

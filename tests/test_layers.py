@@ -1,7 +1,7 @@
 """The architecture, checked: the layers data -> features -> kernels -> methods -> store ->
 build -> replay -> CLI import only downwards, with no import cycles and no private
 module imported from outside its package (import-linter contracts in pyproject.toml);
-every package is installed; no module grows past ~600 lines."""
+every package is installed; no module grows past 650 lines (the issue's ~600)."""
 
 from __future__ import annotations
 

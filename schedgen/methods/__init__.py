@@ -8,6 +8,7 @@ imports this package): their computation is imported inside ``run``.
 
 from __future__ import annotations
 
+from ..errors import ParameterError
 from ._base import Method, MethodOutput, RunContext
 from .learn2mix import Learn2MixMethod
 from .mmd import DEFAULT_SOLVER, MMDMethod
@@ -28,8 +29,6 @@ def get_method(name) -> Method:
     ParameterError
         ``unknown method 'x'; expected one of [...]``.
     """
-    from ..errors import ParameterError
-
     if not isinstance(name, str) or name not in METHODS:
         raise ParameterError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
     return METHODS[name]

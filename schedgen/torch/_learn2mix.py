@@ -57,7 +57,7 @@ class Learn2MixBatchSampler(Sampler[list[int]]):
     batches_per_epoch : int, optional
         ``ceil(n_samples / k)`` by default.
     record_to : str or os.PathLike, optional
-        A local path where the run is recorded as a format-v1 store (see Notes).
+        A local path where the run is recorded as a store of the current format (see Notes).
         An existing path must be a store recorded by this class (it is replaced);
         anything else there is refused rather than deleted.
     dataset_info : mapping, optional
