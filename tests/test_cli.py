@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from schedgen.cli import app
 from schedgen.store import read_schedule
+from toys import one_line_error
 
 runner = CliRunner()
 
@@ -113,15 +114,6 @@ def test_info_verify_list_export(tmp_path):
     assert again.exit_code == 1 and "already exists" in again.stderr
 
 
-def _one_line_error(r, *needles):
-    assert r.exit_code == 1, (r.exit_code, r.stdout, r.stderr)
-    err = r.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    assert "Traceback" not in r.stdout + r.stderr
-    for n in needles:
-        assert n in err, err
-
-
 @pytest.mark.parametrize(
     "k, needles",
     [
@@ -133,7 +125,7 @@ def _one_line_error(r, *needles):
     ],
 )
 def test_bad_k(tmp_path, k, needles):
-    _one_line_error(run("build", "--out-dir", tmp_path, "--k", k, "--method", "random"), *needles)
+    one_line_error(run("build", "--out-dir", tmp_path, "--k", k, "--method", "random"), *needles)
     assert not any(tmp_path.glob("*.zarr"))
 
 
@@ -142,15 +134,15 @@ def _nothing_written(out_dir):
 
 
 def test_unknown_dataset_and_method(tmp_path):
-    _one_line_error(run("build", "--out-dir", tmp_path, "--dataset", "imagenet"), "imagenet")
+    one_line_error(run("build", "--out-dir", tmp_path, "--dataset", "imagenet"), "imagenet")
     _nothing_written(tmp_path)
-    _one_line_error(run("build", "--out-dir", tmp_path, "--method", "magic"), "unknown method 'magic'")
+    one_line_error(run("build", "--out-dir", tmp_path, "--method", "magic"), "unknown method 'magic'")
     _nothing_written(tmp_path)
 
 
 def test_missing_dataset_files(tmp_path):
     r = run("build", "--out-dir", tmp_path, "--dataset", "svhn", "--data-dir", tmp_path / "data")
-    _one_line_error(r, "train_32x32.mat", "--download")
+    one_line_error(r, "train_32x32.mat", "--download")
     _nothing_written(tmp_path)
 
 
@@ -160,11 +152,11 @@ def test_nan_features_and_label_mismatch(tmp_path):
     X[9, 0] = np.inf
     np.savez(tmp_path / "bad.npz", X=X, y=np.arange(30) % 3)
     r = run("build", "--out-dir", tmp_path, "--dataset", f"npz:{tmp_path / 'bad.npz'}", "--k", "5")
-    _one_line_error(r, "2 non-finite", "row 7")
+    one_line_error(r, "2 non-finite", "row 7")
     _nothing_written(tmp_path)
     np.savez(tmp_path / "short.npz", X=np.zeros((30, 4)), y=np.arange(29) % 3)
     r = run("build", "--out-dir", tmp_path, "--dataset", f"npz:{tmp_path / 'short.npz'}", "--k", "5")
-    _one_line_error(r, "labels have length 29 but features have 30 rows")
+    one_line_error(r, "labels have length 29 but features have 30 rows")
     _nothing_written(tmp_path)
 
 
@@ -184,7 +176,7 @@ def test_nan_features_and_label_mismatch(tmp_path):
 )
 def test_bad_numeric_build_options(tmp_path, args, needles):
     r = run("build", "--out-dir", tmp_path, "--k", "50", *args)
-    _one_line_error(r, *needles)
+    one_line_error(r, *needles)
     assert "Usage" not in r.stdout + r.stderr
     _nothing_written(tmp_path)
 
@@ -206,7 +198,7 @@ def test_bad_numeric_build_options(tmp_path, args, needles):
 )
 def test_options_of_another_method_are_refused(tmp_path, args, needles):
     r = run("build", "--out-dir", tmp_path, "--k", "50", *args)
-    _one_line_error(r, *needles)
+    one_line_error(r, *needles)
     _nothing_written(tmp_path)
 
 
@@ -220,9 +212,9 @@ def test_default_values_of_other_methods_options_are_accepted(tmp_path):
 
 
 def test_refusals_say_when_the_method_or_kernel_was_the_default(tmp_path):
-    _one_line_error(run("build", "--out-dir", tmp_path, "--k", "50", "--epochs", "3"),
+    one_line_error(run("build", "--out-dir", tmp_path, "--k", "50", "--epochs", "3"),
                     "got it with --method mmd (the default)")
-    _one_line_error(run("build", "--out-dir", tmp_path, "--k", "50", "--degree", "4"),
+    one_line_error(run("build", "--out-dir", tmp_path, "--k", "50", "--degree", "4"),
                     "--degree applies only to --kernel poly, got it with --kernel rbf (the default)")
     _nothing_written(tmp_path)
 
@@ -237,7 +229,7 @@ def test_numeric_build_options_given_as_text(tmp_path):
 def test_bad_plot_seed(tmp_path):
     built = build_json(tmp_path, "--k", "100", "--method", "random")
     r = run("plot", built["path"], "-o", tmp_path / "p.png", "--seed", "x1")
-    _one_line_error(r, "seed must be an integer", "'x1'")
+    one_line_error(r, "seed must be an integer", "'x1'")
     assert not (tmp_path / "p.png").exists()
 
 
@@ -247,15 +239,15 @@ def test_damaged_store_commands(tmp_path):
     m = json.loads(meta.read_text())
     m["attributes"]["digest"] = "0" * 64
     meta.write_text(json.dumps(m))
-    _one_line_error(run("info", built["path"]), "digest mismatch")
-    _one_line_error(run("verify", built["path"]), "digest mismatch")
+    one_line_error(run("info", built["path"]), "digest mismatch")
+    one_line_error(run("verify", built["path"]), "digest mismatch")
     # a damaged cached store is reported, not silently reused; --force rebuilds it
-    _one_line_error(run("build", "--out-dir", tmp_path, "--k", "100", "--method", "random"), "--force")
+    one_line_error(run("build", "--out-dir", tmp_path, "--k", "100", "--method", "random"), "--force")
     fixed = build_json(tmp_path, "--k", "100", "--method", "random", "--force")
     assert fixed["digest"] == built["digest"]
     m["attributes"]["schedgen_format"] = 7
     meta.write_text(json.dumps(m))
-    _one_line_error(run("info", built["path"]), "unsupported schedule format 7")
+    one_line_error(run("info", built["path"]), "unsupported schedule format 7")
 
 
 def test_list_skips_nothing_and_reports_broken(tmp_path):
@@ -263,7 +255,7 @@ def test_list_skips_nothing_and_reports_broken(tmp_path):
     (tmp_path / "junk.zarr").mkdir()
     rows = json.loads(run("list", tmp_path, "--json").stdout)
     assert len(rows) == 2 and "error" in rows[1]
-    _one_line_error(run("list", tmp_path / "nope"), "not a directory")
+    one_line_error(run("list", tmp_path / "nope"), "not a directory")
 
 
 @pytest.mark.parametrize(
@@ -345,7 +337,7 @@ def test_build_help_flags_take_no_value_and_numbers_say_so():
 @pytest.mark.parametrize("k", ["abc", "0", "1.5"])
 def test_numeric_options_are_still_checked_by_schedgen_not_typer(tmp_path, k):
     r = run("build", "--out-dir", tmp_path, "--k", k, "--method", "random")
-    _one_line_error(r, "k must be an integer")
+    one_line_error(r, "k must be an integer")
     assert r.exit_code == 1 and "Usage" not in r.stdout + r.stderr
 
 

@@ -22,6 +22,7 @@ from schedgen.cli import app
 from schedgen.errors import ParameterError, StoreError
 from schedgen.plot import draw_schedule, plot_schedule
 from schedgen.store import Schedule, read_schedule, write_schedule
+from toys import one_line_error
 
 pytest.importorskip("matplotlib")
 
@@ -31,15 +32,6 @@ runner = CliRunner()
 def run(*args, **kw):
     return runner.invoke(app, [str(a) for a in args], **kw)
 
-
-def _one_line_error(r, *needles) -> str:
-    assert r.exit_code == 1, (r.exit_code, r.stdout, r.stderr)
-    err = r.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    assert "Traceback" not in r.stdout + r.stderr
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +79,7 @@ def test_plot_format_follows_the_extension(stores, tmp_path, name, magic):
 @pytest.mark.parametrize("name, got", [("p.jpg", "got '.jpg'"), ("p", "got no extension"),
                                        ("p.png.bak", "got '.bak'")])
 def test_plot_refuses_unknown_or_missing_extension(stores, tmp_path, name, got):
-    err = _one_line_error(run("plot", stores["l2m_3"], "-o", tmp_path / name),
+    err = one_line_error(run("plot", stores["l2m_3"], "-o", tmp_path / name),
                           f"plot output {tmp_path / name} must end in .png, .pdf or .svg "
                           "(the format follows the extension)", got)
     assert err.endswith(got)
@@ -97,7 +89,7 @@ def test_plot_refuses_unknown_or_missing_extension(stores, tmp_path, name, got):
 def test_plot_refuses_an_existing_file_without_force(stores, tmp_path):
     out = tmp_path / "p.png"
     out.write_bytes(b"keep me")
-    _one_line_error(run("plot", stores["l2m_3"], "-o", out),
+    one_line_error(run("plot", stores["l2m_3"], "-o", out),
                     f"{out} already exists; expected a new path (or pass --force to replace it)")
     assert out.read_bytes() == b"keep me"
     with pytest.raises(StoreError, match="already exists"):
@@ -258,7 +250,7 @@ def test_export_of_a_url_store_writes_its_base_name_in_the_current_folder(stores
     else:
         lines = (tmp_path / expected).read_text().splitlines()
         np.testing.assert_array_equal(np.concatenate([json.loads(x)["indices"] for x in lines]), s.indices)
-    _one_line_error(run("export", served, "--format", fmt), f"{expected} already exists")
+    one_line_error(run("export", served, "--format", fmt), f"{expected} already exists")
 
 
 @pytest.mark.parametrize("url, name", [
@@ -289,7 +281,7 @@ def test_export_of_a_url_without_a_name_asks_for_output(url, tmp_path, monkeypat
 def test_list_of_a_url_says_it_needs_a_local_folder(served, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     base = served.rsplit("/", 1)[0]
-    err = _one_line_error(run("list", base), f"cannot list {base}: list needs a local folder of .zarr stores, got a URL",
+    err = one_line_error(run("list", base), f"cannot list {base}: list needs a local folder of .zarr stores, got a URL",
                           "schedgen info URL")
     assert "no schedule stores" not in err
     with pytest.raises(ParameterError, match="list needs a local folder"):
@@ -304,7 +296,7 @@ def test_list_of_a_url_says_it_needs_a_local_folder(served, tmp_path, monkeypatc
 def test_export_under_a_regular_file_is_one_clean_error(stores, tmp_path, fmt, sub):
     (tmp_path / "afile").write_text("")
     out = tmp_path / "afile" / (sub + (".npy.d" if fmt == "npy" else ".jsonl"))
-    _one_line_error(run("export", stores["mmd"], "--format", fmt, "-o", out), f"cannot write {out}: Not a directory")
+    one_line_error(run("export", stores["mmd"], "--format", fmt, "-o", out), f"cannot write {out}: Not a directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
@@ -318,7 +310,7 @@ def test_export_npy_permission_denied_is_one_clean_error(stores, tmp_path, monke
         return real_mkdir(path, *a, **kw)
 
     monkeypatch.setattr(os, "mkdir", refuse)
-    _one_line_error(run("export", stores["mmd"], "-o", out), f"cannot write {out}: Permission denied")
+    one_line_error(run("export", stores["mmd"], "-o", out), f"cannot write {out}: Permission denied")
     with pytest.raises(StoreError, match=r"^cannot write .*x\.npy\.d: Permission denied$"):
         export(stores["mmd"], out)
     assert list(tmp_path.iterdir()) == []
@@ -334,7 +326,7 @@ def test_export_into_chmod_read_only_folder(stores, tmp_path, fmt):
         if os.access(ro, os.W_OK):
             pytest.skip("this user (root?) can write to a 0o500 directory; covered by the simulated test")
         out = ro / ("x.npy.d" if fmt == "npy" else "x.jsonl")
-        _one_line_error(run("export", stores["mmd"], "--format", fmt, "-o", out),
+        one_line_error(run("export", stores["mmd"], "--format", fmt, "-o", out),
                         f"cannot write {out}: Permission denied")
         assert list(ro.iterdir()) == []
     finally:

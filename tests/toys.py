@@ -46,3 +46,16 @@ def write_format1(schedule: Schedule, path):
     from schedgen.store import write_schedule
 
     return to_format1(write_schedule(schedule, path))
+
+
+def one_line_error(r, *needles) -> str:
+    """Assert that a CliRunner result ``r`` is the CLI's contract for bad input: exit code
+    1, exactly one ``error:`` line on stderr containing every needle, no traceback.
+    Returns the line."""
+    assert r.exit_code == 1, (r.exit_code, r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "Traceback" not in r.stdout + r.stderr
+    for n in needles:
+        assert n in err, err
+    return err

@@ -36,7 +36,7 @@ from ..kernels import (
 )
 from .selection import MMDState, mmd_schedule
 from .solvers import get_solver
-from ._base import MethodOutput
+from ._base import MethodOutput, feature_spec
 
 __all__ = ["run_mmd", "cached_features", "cached_row_sums", "save_state", "load_state"]
 
@@ -179,7 +179,7 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
     the same bytes as an uninterrupted run.
     """
     warn = warn or (lambda msg: None)
-    spec = FeatureSpec(pca=cfg.pca, standardize=cfg.standardize, seed=cfg.seed)
+    spec = feature_spec(cfg)
     feature_params = spec.params(ds.n_features)
     with pinned_blas():  # the PCA's GEMM bits must not depend on the BLAS thread count
         X_host = cached_features(ds, spec, cache_dir)
@@ -206,16 +206,17 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
             params={**kernel.params(), "bandwidth_rule": _rule(cfg)},
             batch_arrays={"batch_mmd2": mmd2},
         )
-    if _rule(cfg) == "median" and not median_sq_distance(X_host, seed=cfg.seed) > 0:
+    spread = median_sq_distance(X_host, seed=cfg.seed) > 0  # most sampled pairs differ
+    if _rule(cfg) == "median" and not spread:
         warn(
             "the median squared distance is 0 (most sampled pairs of samples are identical): "
             f"the median bandwidth falls back to sigma={FALLBACK_BANDWIDTH}; pass --bandwidth SIGMA to choose one"
         )
     kind = numerical_degeneracy(kernel, X_host, seed=cfg.seed)
     # With most sampled pairs identical the data, not the kernel, is what is constant.
-    if kind == "diagonal" or (kind == "constant" and median_sq_distance(X_host, seed=cfg.seed) > 0):
+    if kind == "diagonal" or (kind == "constant" and spread):
         warn(_degeneracy_warning(kind, kernel.name))
-    solver = get_solver(cfg.solver) if cfg.solver else get_solver(None)
+    solver = get_solver(cfg.solver)
     s_tot, neg_tot = cached_row_sums(
         kernel, X, fingerprint=ds.fingerprint, feature_params=feature_params, cache_dir=cache_dir
     )
