@@ -1,7 +1,7 @@
 """Schedules in PyTorch: replay a store, or run learn2mix online and record it.
 
 This is the only schedgen package that imports :mod:`torch`; ``import schedgen``
-does not load it. Both samplers are batch samplers: use them as
+does not load it. The samplers are batch samplers: use them as
 ``DataLoader(dataset, batch_sampler=sampler)`` or with torchdata's
 ``StatefulDataLoader`` for mid-epoch resume.
 
@@ -10,6 +10,11 @@ does not load it. Both samplers are batch samplers: use them as
   fingerprint) than the one the schedule was built on.
 * :func:`schedule_dataset` loads that dataset, fingerprint-checked, as a
   ``TensorDataset`` (:class:`ScheduleDataset`).
+* :class:`PairedScheduleBatchSampler` replays a store built with ``--pair``:
+  each step is one :class:`PairedBatch`, this rank's part of S1 then of its
+  partner batch S2; :class:`RoleTaggedDataset` and :func:`paired_collate`
+  carry the roles through a ``DataLoader`` (workers included), which then
+  yields ``(s1, s2)``. Epochs, sharding and resume are as below.
 * :class:`Learn2MixBatchSampler` draws learn2mix batches online from the
   trainer's class losses and can record them to a store that
   :class:`ScheduleBatchSampler` replays exactly (see its docstring for the
@@ -72,6 +77,16 @@ except ModuleNotFoundError as _exc:
 
 from ._dataset import ScheduleDataset, schedule_dataset
 from ._learn2mix import Learn2MixBatchSampler
+from ._paired import PairedBatch, PairedScheduleBatchSampler, RoleTaggedDataset, paired_collate
 from ._replay import ScheduleBatchSampler
 
-__all__ = ["Learn2MixBatchSampler", "ScheduleBatchSampler", "ScheduleDataset", "schedule_dataset"]
+__all__ = [
+    "Learn2MixBatchSampler",
+    "PairedBatch",
+    "PairedScheduleBatchSampler",
+    "RoleTaggedDataset",
+    "ScheduleBatchSampler",
+    "ScheduleDataset",
+    "paired_collate",
+    "schedule_dataset",
+]

@@ -163,8 +163,11 @@ class ScheduleBatchSampler(Sampler[list[int]]):
         """
         epoch, start, token = self._cursor.begin(self._epoch)
         self._epoch = epoch
-        # list.copy: the cached lists are reused by later epochs.
-        return self._cursor.play(self._batches(epoch), start, token, list.copy)
+        # A copy: the cached lists are reused by later epochs.
+        return self._cursor.play(self._batches(epoch), start, token, self._copy_batch)
+
+    #: How a cached batch is handed out (a subclass whose batches carry more than a list overrides it).
+    _copy_batch = staticmethod(list.copy)
 
     def _batches(self, epoch: int) -> list[list[int]]:
         """This rank's parts of every batch of ``epoch``, as Python lists (cached per epoch)."""
