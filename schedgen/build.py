@@ -23,7 +23,7 @@ import os
 import re
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +35,7 @@ from .errors import ParameterError, SchedgenError, SchedgenWarning, StoreError
 from .locks import DEFAULT_LOCK_TIMEOUT, LockOwner, LockTimeoutError, exclusive_lock
 from .memory import MemoryNeed
 from .methods import DEFAULT_METHOD, DEFAULT_SOLVER, METHODS, Method, RunContext, get_method
+from .methods.partners import pair_kind, parse_pair, partner_batches
 from .rng import MAX_WORD
 from .kernels import KERNELS
 from .kernels.backend import DEVICES
@@ -63,11 +64,12 @@ Progress = Callable[[int, int], None]
 
 #: BuildConfig's integer options: name -> (how messages name it, minimum, maximum).
 _INTS = {"k": ("k", 1, None), "seed": ("seed", 0, MAX_WORD), "epochs": ("epochs", 1, None),
-         "degree": ("degree", 1, None), "pca": ("pca", 0, None), "batches_per_epoch": ("batches per epoch", 1, None)}
+         "degree": ("degree", 1, None), "pca": ("pca", 0, None), "batches_per_epoch": ("batches per epoch", 1, None),
+         "partner_size": ("partner size", 1, None)}
 #: BuildConfig's real options: name -> (how messages name it, what is expected).
 _REALS = {"coef0": ("coef0", "a finite number"), "mixing_rate": ("mixing rate", "a number in (0, 1]")}
 #: Options that may be None (unset).
-_OPTIONAL = {"pca", "batches_per_epoch"}
+_OPTIONAL = {"pca", "batches_per_epoch", "partner_size"}
 #: BuildConfig's on/off options.
 _FLAGS = ("paper_coefficients", "standardize", "download", "force")
 
@@ -82,6 +84,11 @@ class BuildConfig:
     option's type and range once and raises a one-line
     :class:`~schedgen.errors.ParameterError`; the command line's text goes through
     :meth:`from_text`. ``bandwidth`` is ``"median"`` or a positive σ.
+
+    ``pair`` (``"random"``, ``"class-matched"``, ``"shifted"``, ``"shifted:S"``; stored in
+    its canonical form, ``"shifted:1"`` for ``"shifted"``) adds partner batches of
+    ``partner_size`` samples (default k) to any method's schedule
+    (:mod:`schedgen.methods.partners`); ``partner_size`` without ``pair`` is refused.
 
     ``lock_timeout`` is how many seconds a build waits while another process builds
     the same store (None: forever); then it raises :class:`~schedgen.locks.LockTimeoutError`.
@@ -106,6 +113,9 @@ class BuildConfig:
     mixing_rate: float = 0.1
     groups: str | None = None
     batches_per_epoch: int | None = None
+    # partner batches (every method): see schedgen.methods.partners
+    pair: str | None = None
+    partner_size: int | None = None
     # where and how
     data_dir: str | None = None
     download: bool = False
@@ -131,6 +141,11 @@ class BuildConfig:
         if isinstance(bw, str) and bw.strip().lower() != "median":
             raise ParameterError(f"bandwidth must be 'median' or a positive number, got {bw!r}")
         object.__setattr__(self, "bandwidth", parse_bandwidth(bw))
+        if self.pair is not None:
+            object.__setattr__(self, "pair", parse_pair(self.pair))
+        elif self.partner_size is not None:
+            raise ParameterError(f"--partner-size applies only with --pair (random, class-matched or shifted:S), "
+                                 f"got --partner-size {self.partner_size} without --pair")
         timeout = self.lock_timeout
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
@@ -215,8 +230,27 @@ def check_options(config: BuildConfig) -> None:
 def memory_needs(config: BuildConfig, ds: Dataset, k: int) -> list[MemoryNeed]:
     """What a build of ``config`` on ``ds`` allocates at least, from the sizes alone
     (the method's :meth:`~schedgen.methods.Method.memory_needs`): lower bounds of the
-    peak, so that a build refused by :func:`check_memory` could not have finished."""
-    return get_method(config.method).memory_needs(config, ds, k)
+    peak, so that a build refused by :func:`check_memory` could not have finished.
+    With ``--pair``, the partner batches: n_batches × M int64."""
+    needs = get_method(config.method).memory_needs(config, ds, k)
+    if config.pair is not None:
+        m = _partner_size(config)
+        # every method makes `epochs` epochs of `batches_per_epoch` (default ceil(N/k)) batches
+        n_batches = config.epochs * (config.batches_per_epoch or -(-ds.n_samples // k))
+        needs.append(MemoryNeed(n_batches * m * 8, "the partner batches",
+                                f"--pair {config.pair} with --partner-size {m} and {n_batches} batches"))
+    return needs
+
+
+def _partner_size(config: BuildConfig) -> int:
+    """M, the partner batch size of ``config`` (``--partner-size``, default k)."""
+    return config.k if config.partner_size is None else config.partner_size
+
+
+def _check_partner_size(config: BuildConfig, n: int) -> None:
+    if config.pair is not None and _partner_size(config) > n:
+        raise ParameterError(f"partner size must be a positive integer no larger than the dataset (N={n}), "
+                             f"got partner size={_partner_size(config)}")
 
 
 def check_memory(config: BuildConfig, ds: Dataset, k: int) -> None:
@@ -256,21 +290,29 @@ def _slug(name: str) -> str:
 def store_name(dataset: str, split: str, method: str, k: int, params: dict, key: str) -> str:
     """``<dataset>-<split>-<method>[-<solver>[-<kernel>]]-k<k>-<key[:16]>.zarr``.
 
-    An mmd store names its solver, and its kernel when it is not ``rbf``, so that a
-    listing tells stores of one dataset apart; the key part is the cache key
-    (:func:`cache_key`), which the name's other parts do not change.
+    An mmd store names its solver, and its kernel when it is not ``rbf``, and a store
+    with partner batches ``pair-<kind>`` (``pair-random``, ``pair-class-matched``,
+    ``pair-shifted``), so that a listing tells stores of one dataset apart; the key
+    part is the cache key (:func:`cache_key`), which the name's other parts do not change.
     """
     parts = [_slug(dataset), split, method]
     if method == "mmd":
         parts.append(_slug(str(params["solver"])))
         if params.get("kernel", "rbf") != "rbf":
             parts.append(_slug(str(params["kernel"])))
+    if "pair" in params:
+        parts.append("pair-" + pair_kind(params["pair"]))
     return "-".join(parts + [f"k{k}", key[:16]]) + ".zarr"
 
 
 def _locate(config: BuildConfig, method: Method, ds, out_dir: Path) -> tuple[dict, str, Path]:
-    """The parameters, cache key and store path of ``config`` on ``ds`` (a dataset or its summary)."""
+    """The parameters, cache key and store path of ``config`` on ``ds`` (a dataset or its summary).
+
+    ``--pair`` applies to every method: its parameters join the method's (only when
+    given, so the keys of builds without partners are unchanged)."""
     params = method.params(config, ds)
+    if config.pair is not None:
+        params = {**params, "pair": config.pair, "partner_size": _partner_size(config)}
     key = cache_key(ds.fingerprint, config.method, config.k, params, ds.split)
     return params, key, out_dir / store_name(ds.name, ds.split, config.method, config.k, params, key)
 
@@ -279,7 +321,8 @@ def _summary_hit(config: BuildConfig, method: Method, known, out_dir: Path, t0: 
     """The cached store of ``config`` found from a dataset summary, or None (then the
     dataset is loaded and everything, errors included, is settled as without one)."""
     try:
-        if config.k > known.n_samples or known.split != config.split:
+        if config.k > known.n_samples or known.split != config.split or \
+                config.pair is not None and _partner_size(config) > known.n_samples:
             return None
         _, _, path = _locate(config, method, known, out_dir)
         if not path.exists() or checkpoint_path(path).parent.exists():
@@ -324,6 +367,7 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
     k = config.k
     if k > ds.n_samples:
         raise ParameterError(f"k must be a positive integer no larger than the dataset (N={ds.n_samples}), got k={k}")
+    _check_partner_size(config, ds.n_samples)
     params, key, path = _locate(config, method, ds, out_dir)
 
     # Fast path without the lock: a finished store only ever appears whole (renamed into
@@ -428,6 +472,10 @@ def _build_locked(config, ds, k, params, key, path, method, progress, t0) -> Bui
         ckpt.clear()
     ctx = RunContext(progress=progress, warn=warn, checkpoint=ckpt, cache_dir=path.parent / ".cache")
     out = method.run(config, ds, k, ctx)
+    if config.pair is not None:
+        partners = partner_batches(config.pair, out.indices, out.batch_offsets, out.epoch_offsets, ds.y,
+                                   n_samples=n, size=_partner_size(config), seed=config.seed)
+        out = replace(out, batch_arrays={**out.batch_arrays, "partner_indices": partners})
     schedule = Schedule(
         indices=out.indices,
         batch_offsets=out.batch_offsets,

@@ -32,6 +32,8 @@ STREAMS: dict[str, tuple[int, int, str]] = {
     "pca": (0x504341, 0, "the rows the PCA is fitted on"),
     "bandwidth": (0x6D6D64, 0, "the subsample of the median bandwidth and the degeneracy checks"),
     "plot": (0x706C6F74, 0, "the random order `schedgen plot` compares a schedule with"),
+    "pair": (0x70616972, 1, "the random partner batch of global batch b (key: b)"),
+    "pair.class": (0x70636C73, 2, "the class-matched partners' order of class j in epoch e (keys: e, j)"),
 }
 
 
