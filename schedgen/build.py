@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
-from . import memory
+from . import memory, revisions
 from ._summary import read_summary, summary_dir, summary_path, write_summary
 from .checkpoint import Checkpoint
 from .data import SPLITS, Dataset, load_dataset
@@ -264,20 +264,20 @@ def check_memory(config: BuildConfig, ds: Dataset, k: int) -> None:
 
 def cache_key(fingerprint: str, method: str, k: int, params: dict, split: str) -> str:
     """Hex sha256 over the canonical JSON of everything that shapes a schedule: the store
-    format, the dataset, the method and its revision, k and the parameters."""
-    blob = json.dumps(
-        {
-            "format": FORMAT_VERSION,
-            "fingerprint": fingerprint,
-            "split": split,
-            "method": method,
-            "revision": get_method(method).revision,
-            "k": k,
-            "params": params,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    format, the dataset, the method and its revision, k and the parameters (with partner
+    batches, ``params["pair"]``, also the partners' revision)."""
+    key = {
+        "format": FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "split": split,
+        "method": method,
+        "revision": get_method(method).revision,
+        "k": k,
+        "params": params,
+    }
+    if "pair" in params:  # only then: the keys of builds without partners stay as they were
+        key["partners_revision"] = revisions.PARTNERS
+    blob = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

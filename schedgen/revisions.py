@@ -8,7 +8,7 @@ each method's own revision (``Method.revision``) keys its stores and checkpoints
 
 from __future__ import annotations
 
-__all__ = ["DATA", "FEATURES", "KERNELS"]
+__all__ = ["DATA", "FEATURES", "KERNELS", "PARTNERS"]
 
 #: Dataset loading and the fingerprint: keys the dataset summaries (``schedgen._summary``).
 DATA = 1
@@ -16,3 +16,6 @@ DATA = 1
 FEATURES = 1
 #: Kernel values and the row-sum pass (``schedgen.kernels``): keys the cached row sums.
 KERNELS = 1
+#: The partner batches of ``--pair`` (``schedgen.methods.partners``): part of the cache key
+#: of a store that has them.
+PARTNERS = 1

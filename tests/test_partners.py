@@ -5,6 +5,7 @@ NumPy with the streams' literal tags, not through schedgen's code."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -282,3 +283,43 @@ def test_memory_needs_count_the_partner_array(digits):
     paired = memory_needs(BuildConfig(method="random", epochs=3, pair="random", partner_size=20), digits, 50)
     extra = [n for n in paired if n.what == "the partner batches"]
     assert len(paired) == len(plain) + 1 and extra[0].n_bytes == 3 * 29 * 20 * 8
+
+
+@pytest.mark.parametrize("bad", ["out of range", "negative", "1-D", "float"])
+def test_reader_refuses_partner_indices_a_trainer_cannot_use(tmp_path, bad):
+    """A store whose partner_indices are digest-consistent (written by another tool, or
+    re-signed) but outside [0, n_samples), or not 2-D int64, is refused on read: a trainer
+    indexes its dataset with them, as with ``indices``."""
+    from toys import toy_schedule
+
+    from schedgen.errors import StoreError
+    from schedgen.store import read_schedule, write_schedule
+
+    s = toy_schedule(extras=False)
+    P = np.zeros((s.n_batches, 4), dtype=np.int64)
+    if bad == "out of range":
+        P[1, 2] = s.n_samples
+    elif bad == "negative":
+        P[0, 0] = -1
+    elif bad == "1-D":
+        P = P[:, 0].copy()
+    else:
+        P = P.astype(np.float64)
+    s = dataclasses.replace(s, batch_arrays={"partner_indices": P})
+    path = write_schedule(s, tmp_path / "p.zarr")
+    with pytest.raises(StoreError, match="partner_indices"):
+        read_schedule(path)
+
+
+def test_the_partners_revision_is_in_the_key_of_paired_stores_only(monkeypatch):
+    """Partner rules that change (a new revision) must not be served from an old store,
+    while stores without partners keep their keys."""
+    from schedgen import revisions
+    from schedgen.build import cache_key
+
+    plain = cache_key("f" * 64, "random", 50, {"seed": 0, "epochs": 1}, "train")
+    paired = cache_key("f" * 64, "random", 50, {"seed": 0, "epochs": 1, "pair": "random", "partner_size": 50}, "train")
+    monkeypatch.setattr(revisions, "PARTNERS", revisions.PARTNERS + 1)
+    assert cache_key("f" * 64, "random", 50, {"seed": 0, "epochs": 1}, "train") == plain
+    assert cache_key("f" * 64, "random", 50, {"seed": 0, "epochs": 1, "pair": "random", "partner_size": 50},
+                     "train") != paired

@@ -306,12 +306,29 @@ def _read_arrays(group, h: _Header, where: str, *, verify: bool) -> tuple:
             )
     batch_arrays = {n: _load_array(group, n, where, budget, rows=h.n_batches) for n in h.batch_names}
     epoch_arrays = {n: _load_array(group, n, where, budget, rows=h.n_epochs) for n in h.epoch_names}
+    if PARTNERS in batch_arrays:
+        _check_partners(batch_arrays[PARTNERS], h.n_samples, where)
     if verify:
         covered = {"epoch_offsets": epoch_offsets, **batch_arrays, **epoch_arrays}
         for name, a in covered.items():
             if h.digests.get(name) != array_digest(a):
                 raise StoreError(f"{where}: array {name!r} does not match its recorded digest")
     return indices, batch_offsets, epoch_offsets, batch_arrays, epoch_arrays
+
+
+#: The per-batch array of partner batches (``schedgen build --pair``), docs/FORMAT.md.
+PARTNERS = "partner_indices"
+
+
+def _check_partners(p: np.ndarray, n_samples: int, where: str) -> None:
+    """``partner_indices``: 2-D int64 (n_batches, M) with M >= 1, every value in ``[0, n_samples)``
+    (a trainer indexes its dataset with them, like ``indices``)."""
+    if p.ndim != 2 or p.dtype != np.dtype("<i8") or p.shape[1] < 1:
+        raise StoreError(f"{where}: array {PARTNERS!r} must be 2-D int64 (n_batches, M >= 1), "
+                         f"got {p.ndim}-D {p.dtype} of shape {p.shape}")
+    if p.size and (int(p.min()) < 0 or int(p.max()) >= n_samples):
+        raise StoreError(f"{where}: array {PARTNERS!r} holds values outside [0, {n_samples}): "
+                         f"{int(p.min())}..{int(p.max())}")
 
 
 def read_schedule(path: str | os.PathLike, *, verify: bool = True) -> Schedule:
