@@ -74,12 +74,20 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset
 from schedgen.build import BuildConfig, build
 from schedgen.data import load_dataset
 from schedgen.errors import SchedgenError
-from schedgen.torch import ScheduleBatchSampler
+from schedgen.losses import itra_match_loss
+from schedgen.torch import PairedScheduleBatchSampler, ScheduleBatchSampler
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ARMS = ("random", "mmd-lp", "mmd-swap", "mmd-greedy", "learn2mix")
+BASE_ARMS = ("random", "mmd-lp", "mmd-swap", "mmd-greedy", "learn2mix")
+#: ITRA arms: the random schedule of the same seed (the same S1 batches as ``random``) with
+#: a partner batch S2 per step, loss CE(S1) + λ·ITRA-c(E(S1), E(S2)), E the hidden layer.
+ITRA_LAMBDAS = (0.2, 0.6, 1.0)
+ITRA_PAIRS = {"rnd": "random", "cls": "class-matched"}
+ITRA_ARMS = tuple(f"itra-{p}-{lam}" for p in ITRA_PAIRS for lam in ITRA_LAMBDAS)
+ARMS = BASE_ARMS + ITRA_ARMS
 COLORS = {"random": "black", "mmd-lp": "tab:red", "mmd-swap": "tab:orange", "mmd-greedy": "tab:purple",
-          "learn2mix": "tab:blue"}
+          "learn2mix": "tab:blue", **{a: c for a, c in zip(ITRA_ARMS, ("#9fd89f", "#4caf50", "#1b5e20",
+                                                                       "#f4b6c2", "#e75480", "#8b1a4a"))}}
 METRICS = (  # key, label, unit
     ("mean_error", "Mean error (%)", "pp"),
     ("final_error", "Final error (%)", "pp"),
@@ -153,6 +161,9 @@ def arm_config(arm: str, dataset: str, k: int, epochs: int, seed: int, mixing_ra
         return BuildConfig(method="mmd", solver=arm[4:], epochs=1, seed=0, **common)
     if arm == "learn2mix":
         return BuildConfig(method="learn2mix", epochs=epochs, seed=seed, mixing_rate=mixing_rate, **common)
+    if arm.startswith("itra-"):
+        pair = ITRA_PAIRS[arm.split("-")[1]]
+        return BuildConfig(method="random", epochs=epochs, seed=seed, pair=pair, **common)
     raise ValueError(f"unknown arm {arm!r}")
 
 
@@ -193,14 +204,29 @@ def train_run(train_ds: ArrayDataset, test: Split, sampler: ScheduleBatchSampler
     yt = torch.from_numpy(test.y)
     errors, losses, steps = [], [], 0
     pred = None
+    lam = float(args.arm.rsplit("-", 1)[1]) if args.arm.startswith("itra-") else None
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
         model.train()
-        for xb, yb in loader:
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(xb), yb).backward()
-            opt.step()
-            steps += 1
+        if lam is None:
+            for xb, yb in loader:
+                opt.zero_grad(set_to_none=True)
+                loss_fn(model(xb), yb).backward()
+                opt.step()
+                steps += 1
+        else:
+            # One forward pass over S1 and S2; the cross-entropy on S1 only, ITRA-c between
+            # the hidden features (E = Linear + ReLU) of S1 and of S2.
+            for batch in sampler:
+                xb, yb = train_ds.__getitems__(list(batch))
+                h = model[1](model[0](xb))
+                h1, h2 = h[: batch.n1], h[batch.n1 :]
+                loss = loss_fn(model[2](h1), yb[: batch.n1]) + lam * itra_match_loss(
+                    h1, yb[: batch.n1], h2, yb[batch.n1 :], num_classes=n_classes)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                steps += 1
         model.eval()
         with torch.no_grad():
             logits = model(Xt)
@@ -359,7 +385,7 @@ def run_experiment(name: str, dataset: str, train: Split, test: Split, n_classes
                 cfg = arm_config(arm, dataset, args.k, args.epochs, seed, args.mixing_rate, sched_dir,
                                  args.data_dir)
                 res = build(cfg)
-                sampler = ScheduleBatchSampler(res.path)
+                sampler = (PairedScheduleBatchSampler if arm.startswith("itra-") else ScheduleBatchSampler)(res.path)
                 if sampler.schedule.n_samples != len(train.y):
                     raise RuntimeError(f"{arm}: schedule is over {sampler.schedule.n_samples} samples, "
                                        f"the training set has {len(train.y)}")
@@ -371,6 +397,7 @@ def run_experiment(name: str, dataset: str, train: Split, test: Split, n_classes
                 if arm.startswith("mmd-"):
                     mmd_sampler = sampler
             t1 = time.perf_counter()
+            args.arm = arm
             r = train_run(train_ds, test, sampler, seed, args.epochs, n_classes, args)
             t2 = time.perf_counter()
             r["seed"] = seed
@@ -433,6 +460,17 @@ def markdown(result: dict) -> str:
         L += diff_table(exp["summary"], arms)
         L += ["", "Reading:", ""]
         L += verdict_lines(exp["summary"], arms)
+        itra = [a for a in arms if a.startswith("itra-")]
+        if itra:
+            base = np.mean([r["train_seconds"] for r in exp["runs"]["random"]]) / cfg["epochs"]
+            L += ["", "ITRA arms (`itra-rnd-λ`: uniform random partners, `itra-cls-λ`: class-matched; the same "
+                  "S1 batches as `random`): training seconds per epoch, mean over seeds, and the extra "
+                  "time over `random` that the partner forward pass and the loss cost:", "",
+                  "| arm | s / epoch | extra vs random |", "|---|---|---|",
+                  f"| random | {base:.4f} | |"]
+            for a in itra:
+                t = np.mean([r["train_seconds"] for r in exp["runs"][a]]) / cfg["epochs"]
+                L.append(f"| {a} | {t:.4f} | {t - base:+.4f} s ({(t / base - 1):+.0%}) |")
         if exp_key == "imbalanced":
             cg = exp["class_groups"]
             mino = result["imbalance"]["minority"]
