@@ -71,7 +71,7 @@ _REALS = {"coef0": ("coef0", "a finite number"), "mixing_rate": ("mixing rate", 
 #: Options that may be None (unset).
 _OPTIONAL = {"pca", "batches_per_epoch", "partner_size"}
 #: BuildConfig's on/off options.
-_FLAGS = ("paper_coefficients", "standardize", "download", "force")
+_FLAGS = ("paper_coefficients", "standardize", "submodular_normalize", "download", "force")
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,8 @@ class BuildConfig:
     mixing_rate: float = 0.1
     groups: str | None = None
     batches_per_epoch: int | None = None
+    # submodular
+    submodular_normalize: bool = False
     # partner batches (every method): see schedgen.methods.partners
     pair: str | None = None
     partner_size: int | None = None

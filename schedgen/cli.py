@@ -154,6 +154,7 @@ def build(
     mixing_rate: str = typer.Option("0.1", metavar="FLOAT", help="learn2mix mixing rate gamma in (0, 1]."),
     groups: Optional[str] = typer.Option(None, metavar="kmeans:C", help="learn2mix groups without labels: kmeans:C."),
     batches_per_epoch: Optional[str] = typer.Option(None, metavar="INTEGER", help="learn2mix batches per epoch (default ceil(N/k))."),
+    submodular_normalize: bool = typer.Option(False, "--submodular-normalize", metavar=FLAG, help="submodular: the authors' code's per-term normalisation by the sum (cancels the weights)."),
     pair: Optional[str] = typer.Option(None, metavar="random|class-matched|shifted[:S]", help="Add partner batches (ITRA), any method: random, class-matched (S1's class counts) or shifted:S (batch b+S of the epoch, S default 1)."),
     partner_size: Optional[str] = typer.Option(None, metavar="INTEGER", help="Samples per partner batch (default k; needs --pair)."),
     data_dir: Optional[Path] = typer.Option(None, metavar="DIR", help="Where dataset files live (default ~/.cache/schedgen/data)."),
@@ -174,7 +175,8 @@ def build(
             dataset=dataset, k=k, method=method, split=split, seed=seed, epochs=epochs, solver=solver,
             kernel=kernel, bandwidth=bandwidth, degree=degree, coef0=coef0,
             paper_coefficients=paper_coefficients, pca=pca, standardize=standardize, mixing_rate=mixing_rate,
-            groups=groups, batches_per_epoch=batches_per_epoch, pair=pair, partner_size=partner_size, data_dir=str(data_dir) if data_dir else None,
+            groups=groups, batches_per_epoch=batches_per_epoch,
+            submodular_normalize=submodular_normalize, pair=pair, partner_size=partner_size, data_dir=str(data_dir) if data_dir else None,
             download=download, out_dir=out_dir, force=force, device=device,
         )
         with _progress(f"{method} k={k}", quiet or as_json) as progress:
