@@ -35,6 +35,7 @@ STREAMS: dict[str, tuple[int, int, str]] = {
     "pair": (0x70616972, 1, "the random partner batch of global batch b (key: b)"),
     "pair.class": (0x70636C73, 2, "the class-matched partners' order of class j in epoch e (keys: e, j)"),
     "submodular": (0x736D646C, 1, "the submodular method's candidate pools of epoch e (key: e)"),
+    "dpp": (0x647070, 2, "the dpp method's k-DPP draw of batch b of epoch e (keys: e, b)"),
 }
 
 
