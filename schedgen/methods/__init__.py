@@ -13,11 +13,12 @@ from ._base import Method, MethodOutput, RunContext
 from .learn2mix import Learn2MixMethod
 from .mmd import DEFAULT_SOLVER, MMDMethod
 from .random import RandomMethod
+from .submodular import SubmodularMethod
 
 __all__ = ["Method", "MethodOutput", "RunContext", "METHODS", "DEFAULT_METHOD", "DEFAULT_SOLVER", "get_method"]
 
 #: name -> method, the registry (``--method NAME``).
-METHODS: dict[str, Method] = {m.name: m for m in (MMDMethod(), Learn2MixMethod(), RandomMethod())}
+METHODS: dict[str, Method] = {m.name: m for m in (MMDMethod(), Learn2MixMethod(), RandomMethod(), SubmodularMethod())}
 DEFAULT_METHOD = "mmd"
 
 

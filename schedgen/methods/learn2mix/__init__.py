@@ -39,13 +39,14 @@ from ._driver import Learn2MixResult, learn2mix_schedule, schedule_memory
 from ._kmeans import kmeans_groups, parse_groups
 from ._method import Learn2MixMethod
 from ._planner import Learn2MixPlanner
-from ._proxy import default_lr
+from ._proxy import SoftmaxProxy, default_lr
 
 __all__ = [
     "ALPHA_TOLERANCE",
     "Learn2MixMethod",
     "Learn2MixPlanner",
     "Learn2MixResult",
+    "SoftmaxProxy",
     "class_mean_losses",
     "default_lr",
     "initial_alpha",

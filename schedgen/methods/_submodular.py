@@ -1,0 +1,197 @@
+"""The submodular method's work: SMDL's greedy batch selection (Joseph et al. 2019).
+
+Every batch is chosen greedily from a seeded candidate pool of the samples not yet
+scheduled in the epoch. Adding candidate x to the batch S (in pick order) scores::
+
+    g(x | S) = 0.2·U(x) + 0.1·R(x | S) + 0.5·MC(x) + 0.2·(FM(S ∪ x) − FM(S))
+
+* U(x) = −Σ_c p_c log p_c, the entropy of a softmax-regression proxy's prediction
+  (learn2mix's :class:`~schedgen.methods.learn2mix.SoftmaxProxy`, trained along the
+  schedule by one SGD step per batch, step ``default_lr``); U is recomputed once per
+  epoch, at its start (in epoch 0 the proxy is zero, so U is constant there).
+* R(x | S) = min_{s ∈ S} ‖x − s‖ (0 for the first pick of a batch).
+* MC(x) = −‖x − x̄‖, x̄ the mean of all N prepared features.
+* FM(S) = Σ_d sqrt(Σ_{s ∈ S} φ_d(s)), φ(x) = softmax(relu(x)) (the code's "normalised
+  penultimate activations", here of the prepared features).
+
+Summed over the picks, the gains are F(s_1..s_m) = Σ_i [0.2·U(s_i) + 0.1·min_{j<i}
+‖s_i − s_j‖ + 0.5·MC(s_i)] + 0.2·FM(S): the function the greedy maximises.
+
+With ``normalize`` the score is the authors' code's (``lib/samplers/submodular.py``):
+each term's vector over the remaining pool, (0.2·U, 0.1·R, 0.5·MC, 0.2·FM(S ∪ x)),
+divided by its sum, then added. The division cancels the weights and, MC being
+negative, flips its sign (far from the mean wins). A term whose sum is 0 (R at the
+first pick) makes the code's scores NaN, and ``np.argmax`` then returns the first
+remaining candidate: reproduced as such.
+
+Candidates (the code's "lazier than lazy greedy", ``ltl_log_ep: 5`` = ln(1/ε),
+ε = e⁻⁵): r = min(n_left, max(m, ⌈5·n_left / k⌉)) samples drawn without replacement
+from the n_left not yet scheduled, once per batch, by ``rng(seed, "submodular", e)``;
+the greedy then picks m = min(k, n_left) of them. The code draws its pool once per
+batch too (its per-step redraw never fires once the pool has r items); the ``max(m,
+…)`` keeps batches whole where the code's would shrink, and its two-level partitioning
+(10 partitions, then a greedy over their picks) is not reproduced. Ties go to the
+earliest candidate in the pool's draw order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..rng import rng
+from .learn2mix import SoftmaxProxy, default_lr
+
+__all__ = ["WEIGHTS", "LTL_LOG_EPS", "SubmodularResult", "candidate_count", "soft_features", "greedy_batch",
+           "submodular_schedule", "BLOCK_ROWS"]
+
+#: (U, R, MC, FM), the authors' configuration (config/smdl.yml alpha_1..alpha_4).
+WEIGHTS = (0.2, 0.1, 0.5, 0.2)
+#: ln(1/ε) of stochastic greedy, the authors' ``ltl_log_ep``.
+LTL_LOG_EPS = 5
+BLOCK_ROWS = 4096
+
+
+def candidate_count(n_left: int, k: int) -> int:
+    """The pool size ``min(n_left, max(min(k, n_left), ceil(LTL_LOG_EPS * n_left / k)))``."""
+    return min(n_left, max(min(k, n_left), math.ceil(LTL_LOG_EPS * n_left / k)))
+
+
+def _log_softmax(Z: np.ndarray) -> np.ndarray:
+    Z = Z - Z.max(axis=1, keepdims=True)
+    return Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
+
+
+def soft_features(X: np.ndarray) -> np.ndarray:
+    """φ(x) = softmax(relu(x)) per row: float64 of shape (n_samples, n_features)."""
+    out = np.empty(X.shape, dtype=np.float64)
+    for s in range(0, X.shape[0], BLOCK_ROWS):
+        out[s : s + BLOCK_ROWS] = np.exp(_log_softmax(np.maximum(X[s : s + BLOCK_ROWS].astype(np.float64), 0.0)))
+    return out
+
+
+def prediction_entropy(proxy: SoftmaxProxy, X: np.ndarray) -> np.ndarray:
+    """U = −Σ_c p_c log p_c of the proxy's softmax on every row of X: float64 (n_samples,)."""
+    out = np.empty(X.shape[0], dtype=np.float64)
+    for s in range(0, X.shape[0], BLOCK_ROWS):
+        logp = _log_softmax(X[s : s + BLOCK_ROWS].astype(np.float64) @ proxy.W + proxy.b)
+        out[s : s + len(logp)] = -(np.exp(logp) * logp).sum(axis=1)
+    return out
+
+
+def greedy_batch(X: np.ndarray, U: np.ndarray, MC: np.ndarray, Phi: np.ndarray, m: int, *,
+                 normalize: bool = False, weights=WEIGHTS, trace: list | None = None) -> np.ndarray:
+    """Pick m of the pool's r candidates greedily; their positions in pick order.
+
+    Parameters
+    ----------
+    X : array of shape (r, n_features)
+        The candidates' features (float64).
+    U, MC : arrays of shape (r,)
+        Their prediction entropy and their −distance to the data mean.
+    Phi : array of shape (r, n_features)
+        Their soft features φ.
+    m : int
+        How many to pick, ``m <= r``.
+    normalize : bool
+        The authors' per-term normalisation by the sum (module docstring).
+    weights : 4 floats
+        (U, R, MC, FM); a zero weight drops its term (tests use (1, 0, 0, 1)).
+    trace : list, optional
+        Weighted mode: each step's gains g(x | S) (shape (r,), −inf for the picked)
+        are appended to it, for tests.
+
+    Returns
+    -------
+    positions : array of int64, shape (m,)
+        Ties: the smallest position.
+    """
+    wU, wR, wMC, wFM = weights
+    r = X.shape[0]
+    sq = (X * X).sum(axis=1)
+    avail = np.ones(r, dtype=bool)
+    mind = np.zeros(r)  # R(x | S)
+    acc = np.zeros(Phi.shape[1])  # Σ_{s ∈ S} φ(s)
+    fm_S = 0.0
+    picks = np.empty(m, dtype=np.int64)
+    for t in range(m):
+        fm_new = np.sqrt(acc + Phi).sum(axis=1)  # FM(S ∪ x)
+        if normalize:
+            live = np.flatnonzero(avail)
+            score = np.zeros(len(live))
+            first = False
+            for v in (wU * U, wR * mind, wMC * MC, wFM * fm_new):
+                total = v[live].sum()
+                if total == 0:  # the code's 0/0: NaN scores, np.argmax's first candidate
+                    first = True
+                    break
+                score += v[live] / total
+            j = int(live[0] if first else live[int(np.argmax(score))])
+        else:
+            score = wU * U + wR * mind + wMC * MC + wFM * (fm_new - fm_S)
+            score[~avail] = -np.inf
+            if trace is not None:
+                trace.append(score.copy())
+            j = int(np.argmax(score))
+        picks[t] = j
+        avail[j] = False
+        if wR:
+            d = np.sqrt(np.maximum(sq + sq[j] - 2.0 * (X @ X[j]), 0.0))
+            mind = d if t == 0 else np.minimum(mind, d)
+        acc += Phi[j]
+        fm_S = fm_new[j]
+    return picks
+
+
+@dataclass(frozen=True)
+class SubmodularResult:
+    indices: np.ndarray
+    batch_offsets: np.ndarray
+    epoch_offsets: np.ndarray
+
+
+def submodular_schedule(X: np.ndarray, y: np.ndarray, k: int, *, epochs: int, seed: int, normalize: bool = False,
+                        progress=None) -> SubmodularResult:
+    """Every epoch a permutation of range(N) cut into batches of k (the last short),
+    each batch chosen by :func:`greedy_batch` from a seeded pool (module docstring).
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+        The prepared features.
+    y : array of int, shape (n_samples,)
+        Labels the proxy learns.
+    """
+    n, D = X.shape
+    per_epoch = -(-n // k)
+    X64 = np.asarray(X, dtype=np.float64)
+    MC = -np.sqrt(((X64 - X64.mean(axis=0)) ** 2).sum(axis=1))
+    Phi = soft_features(X64)
+    y = np.asarray(y, dtype=np.int64)
+    proxy = SoftmaxProxy(D, int(y.max()) + 1, default_lr(X64))
+    indices = np.empty(epochs * n, dtype=np.int64)
+    ends = np.minimum(np.arange(1, per_epoch + 1, dtype=np.int64) * k, n)
+    batch_offsets = np.concatenate([[0], (np.arange(epochs, dtype=np.int64)[:, None] * n + ends).ravel()])
+    done, total = 0, epochs * per_epoch
+    for e in range(epochs):
+        U = prediction_entropy(proxy, X64)  # refreshed once per epoch
+        g = rng(seed, "submodular", e)
+        left = np.ones(n, dtype=bool)
+        pos = e * n
+        for _ in range(per_epoch):
+            remaining = np.flatnonzero(left)
+            n_left = len(remaining)
+            m = min(k, n_left)
+            pool = remaining[g.choice(n_left, candidate_count(n_left, k), replace=False)]
+            batch = pool[greedy_batch(X64[pool], U[pool], MC[pool], Phi[pool], m, normalize=normalize)]
+            indices[pos : pos + m] = batch
+            pos += m
+            left[batch] = False
+            proxy.step(X64[batch], y[batch])
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return SubmodularResult(indices=indices, batch_offsets=batch_offsets.astype(np.int64),
+                            epoch_offsets=np.arange(epochs + 1, dtype=np.int64) * per_epoch)
