@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..errors import ParameterError
 from ._base import Method, MethodOutput, RunContext
+from .dpp import DPPMethod
 from .learn2mix import Learn2MixMethod
 from .mmd import DEFAULT_SOLVER, MMDMethod
 from .random import RandomMethod
@@ -18,7 +19,7 @@ from .submodular import SubmodularMethod
 __all__ = ["Method", "MethodOutput", "RunContext", "METHODS", "DEFAULT_METHOD", "DEFAULT_SOLVER", "get_method"]
 
 #: name -> method, the registry (``--method NAME``).
-METHODS: dict[str, Method] = {m.name: m for m in (MMDMethod(), Learn2MixMethod(), RandomMethod(), SubmodularMethod())}
+METHODS: dict[str, Method] = {m.name: m for m in (MMDMethod(), Learn2MixMethod(), RandomMethod(), DPPMethod(), SubmodularMethod())}
 DEFAULT_METHOD = "mmd"
 
 
