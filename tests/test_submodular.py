@@ -154,3 +154,27 @@ def test_options_of_other_methods_refused(tmp_path, args, message):
     assert r.exit_code == 1
     assert "error:" in r.output and message.replace("\\", "") in r.output
     assert not list(tmp_path.glob("*.zarr"))
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_at", [1, 5, 8, 9, 10, 17, 23])
+def test_resume_after_a_kill_gives_the_same_bytes(tmp_path, stop_at):
+    from schedgen.checkpoint import Checkpoint
+
+    X, y = toy()
+    full = submodular_schedule(X, y, 7, epochs=3, seed=2)  # 8 batches an epoch
+
+    def kill(done, total):
+        if done == stop_at:
+            raise Killed
+
+    ck = Checkpoint(tmp_path / "c.npz", "key", every=0)
+    with pytest.raises(Killed):
+        submodular_schedule(X, y, 7, epochs=3, seed=2, progress=kill, checkpoint=ck)
+    seen = []
+    again = submodular_schedule(X, y, 7, epochs=3, seed=2, checkpoint=ck, progress=lambda d, t: seen.append(d))
+    assert again.indices.tobytes() == full.indices.tobytes()
+    assert stop_at == 1 or seen[0] == stop_at  # went on from the last saved batch, not from 0

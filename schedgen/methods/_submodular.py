@@ -152,10 +152,34 @@ class SubmodularResult:
     epoch_offsets: np.ndarray
 
 
+def _resume(checkpoint, proxy: SoftmaxProxy, indices: np.ndarray, n: int, per_epoch: int):
+    """(epoch, batch, U) to go on from, with the proxy and ``indices`` restored; (0, 0, None)
+    without a checkpoint of this run."""
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is None:
+        return 0, 0, None
+    shapes = {"W": proxy.W.shape, "b": proxy.b.shape, "U": (n,), "indices": indices.shape, "epoch": (), "batch": ()}
+    try:
+        if any(np.shape(saved[name]) != shape for name, shape in shapes.items()):
+            return 0, 0, None  # another run's state: start afresh
+        e, i = int(saved["epoch"]), int(saved["batch"])
+    except (KeyError, TypeError, ValueError):
+        return 0, 0, None
+    if not (0 <= e < indices.shape[0] // n and 0 <= i < per_epoch):
+        return 0, 0, None
+    proxy.W, proxy.b = np.array(saved["W"], dtype=np.float64), np.array(saved["b"], dtype=np.float64)
+    indices[:] = saved["indices"]
+    return e, i, np.array(saved["U"], dtype=np.float64)
+
+
 def submodular_schedule(X: np.ndarray, y: np.ndarray, k: int, *, epochs: int, seed: int, normalize: bool = False,
-                        progress=None) -> SubmodularResult:
+                        progress=None, checkpoint=None) -> SubmodularResult:
     """Every epoch a permutation of range(N) cut into batches of k (the last short),
     each batch chosen by :func:`greedy_batch` from a seeded pool (module docstring).
+
+    A checkpoint holds the proxy, the epoch's U, the indices so far and (epoch, batch);
+    on resume the epoch's pool draws before that batch are replayed (their sizes follow
+    from n and k alone), so a resumed run gives the same bytes as an uninterrupted one.
 
     Parameters
     ----------
@@ -163,6 +187,7 @@ def submodular_schedule(X: np.ndarray, y: np.ndarray, k: int, *, epochs: int, se
         The prepared features.
     y : array of int, shape (n_samples,)
         Labels the proxy learns.
+    checkpoint : schedgen.checkpoint.Checkpoint, optional
     """
     n, D = X.shape
     per_epoch = -(-n // k)
@@ -171,16 +196,27 @@ def submodular_schedule(X: np.ndarray, y: np.ndarray, k: int, *, epochs: int, se
     Phi = soft_features(X64)
     y = np.asarray(y, dtype=np.int64)
     proxy = SoftmaxProxy(D, int(y.max()) + 1, default_lr(X64))
-    indices = np.empty(epochs * n, dtype=np.int64)
+    indices = np.zeros(epochs * n, dtype=np.int64)
     ends = np.minimum(np.arange(1, per_epoch + 1, dtype=np.int64) * k, n)
     batch_offsets = np.concatenate([[0], (np.arange(epochs, dtype=np.int64)[:, None] * n + ends).ravel()])
-    done, total = 0, epochs * per_epoch
-    for e in range(epochs):
-        U = prediction_entropy(proxy, X64)  # refreshed once per epoch
+    e0, i0, U = _resume(checkpoint, proxy, indices, n, per_epoch)
+    total = epochs * per_epoch
+
+    def state(e, i):
+        return {"epoch": np.int64(e), "batch": np.int64(i), "W": proxy.W, "b": proxy.b, "U": U, "indices": indices}
+
+    for e in range(e0, epochs):
+        start = i0 if e == e0 else 0
+        if start == 0:
+            U = prediction_entropy(proxy, X64)  # refreshed once per epoch
         g = rng(seed, "submodular", e)
+        for i in range(start):  # the draws of the batches a checkpoint already holds
+            n_left = n - i * k
+            g.choice(n_left, candidate_count(n_left, k), replace=False)
         left = np.ones(n, dtype=bool)
-        pos = e * n
-        for _ in range(per_epoch):
+        left[indices[e * n : e * n + start * k]] = False
+        pos = e * n + start * k
+        for i in range(start, per_epoch):
             remaining = np.flatnonzero(left)
             n_left = len(remaining)
             m = min(k, n_left)
@@ -190,8 +226,11 @@ def submodular_schedule(X: np.ndarray, y: np.ndarray, k: int, *, epochs: int, se
             pos += m
             left[batch] = False
             proxy.step(X64[batch], y[batch])
-            done += 1
             if progress is not None:
-                progress(done, total)
+                progress(e * per_epoch + i + 1, total)
+            if checkpoint is not None and i + 1 < per_epoch:
+                checkpoint.maybe_save(lambda: state(e, i + 1))
+        if checkpoint is not None and e + 1 < epochs:
+            checkpoint.maybe_save(lambda: state(e + 1, 0))
     return SubmodularResult(indices=indices, batch_offsets=batch_offsets.astype(np.int64),
                             epoch_offsets=np.arange(epochs + 1, dtype=np.int64) * per_epoch)

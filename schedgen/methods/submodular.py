@@ -54,6 +54,7 @@ class SubmodularMethod(Method):
         with pinned_blas():  # the same bits for any BLAS thread count
             X = prepare_features(ds, feature_spec(config))
             r = submodular_schedule(X, ds.y, k, epochs=config.epochs, seed=config.seed,
-                                    normalize=config.submodular_normalize, progress=ctx.progress)
+                                    normalize=config.submodular_normalize, progress=ctx.progress,
+                                    checkpoint=ctx.checkpoint)
         return MethodOutput(indices=r.indices, batch_offsets=r.batch_offsets, epoch_offsets=r.epoch_offsets,
                             params=self.params(config, ds))
