@@ -139,10 +139,10 @@ def _print(obj, as_json: bool, human: str) -> None:
 def build(
     dataset: str = typer.Option("digits", metavar="NAME", help="digits, svhn, cifar10, mnist, fashion-mnist, or npz:PATH"),
     k: str = typer.Option("50", "--k", metavar="INTEGER", help="Batch size."),
-    method: str = typer.Option("mmd", metavar="mmd|random|learn2mix|dpp", help="mmd (default), random, learn2mix or dpp."),
+    method: str = typer.Option("mmd", metavar="mmd|random|learn2mix|dpp|submodular", help="mmd (default), random, learn2mix, dpp or submodular."),
     split: str = typer.Option("train", metavar="train|test", help="train or test."),
     seed: str = typer.Option("0", metavar="INTEGER", help="Seed of every random draw (subsamples, permutations)."),
-    epochs: str = typer.Option("1", metavar="INTEGER", help="Epochs (random, learn2mix, dpp)."),
+    epochs: str = typer.Option("1", metavar="INTEGER", help="Epochs (random, learn2mix, dpp, submodular)."),
     solver: Optional[str] = typer.Option(None, metavar="swap|greedy|lp", help="MMD batch solver: swap (default: lowest MMD²), greedy, or lp (the paper)."),
     kernel: str = typer.Option("rbf", metavar="rbf|poly", help="rbf or poly."),
     bandwidth: str = typer.Option("median", metavar="SIGMA|median", help="RBF sigma: 'median' (heuristic) or a positive number."),
