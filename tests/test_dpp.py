@@ -169,3 +169,13 @@ def test_build_past_exact_limit_refused_before_work(tmp_path, monkeypatch):
     r = runner.invoke(app, ["build", "--method", "dpp", "--dataset", "digits", "--out-dir", str(tmp_path)])
     one_line_error(r, "N=1437 samples need 49.6 MB", "not implemented")
     assert not list(tmp_path.glob("*.zarr"))
+
+
+def test_k_above_kernel_rank_refused_with_one_line(tmp_path):
+    X = np.ones((20, 4), np.float32)
+    X[:3] += np.arange(3, dtype=np.float32)[:, None]  # 3 distinct points: L has rank 3
+    np.savez(tmp_path / "few.npz", X=X, y=np.arange(20) % 2)
+    r = runner.invoke(app, ["build", "--method", "dpp", "--dataset", f"npz:{tmp_path / 'few.npz'}", "--k", "5",
+                            "--out-dir", str(tmp_path)])
+    one_line_error(r, "3 numerically positive eigenvalues (of N=20), got k=5")
+    assert not list(tmp_path.glob("*.zarr"))
