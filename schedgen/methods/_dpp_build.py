@@ -2,7 +2,8 @@
 
 Imported only when a dpp schedule is computed; :mod:`schedgen.methods.dpp` holds what a
 cache hit needs. The sampler is Kulesza & Taskar's exact spectral k-DPP sampler
-(2012, Alg. 8 to pick k eigenvectors, then Alg. 1's second phase), in float64.
+(2012, Alg. 8 to pick k eigenvectors; the projection DPP they span sampled by the chain
+rule, equivalent to Alg. 1's second phase), in float64.
 """
 
 from __future__ import annotations
@@ -97,22 +98,24 @@ def sample_kdpp(lam: np.ndarray, V: np.ndarray, k: int, gen: np.random.Generator
         if take:
             chosen.append(n - 1)
             left -= 1
-    W = np.array(V[:, chosen[::-1]], dtype=np.float64)  # N x k, orthonormal columns
-    # Phase 2 (Alg. 1): pick item i with probability |W_i|² / |W|, project e_i out of span(W).
+    W = np.array(V[:, chosen[::-1]], dtype=np.float64)  # N x k, orthonormal columns: K = W Wᵀ
+    # Phase 2: the projection DPP of K by the chain rule (Gram-Schmidt on K's columns, as
+    # DPPy's proj_dpp_sampler_eig_GS): item i with probability p_i / (k - s), p_i the
+    # diagonal of K conditioned on the items drawn; O(N k) a step instead of a QR's O(N k²).
+    p = np.einsum("ij,ij->i", W, W)
+    C = np.zeros((len(p), k))
     out = np.empty(k, dtype=np.int64)
     for s in range(k):
-        p = np.einsum("ij,ij->i", W, W)
         p[out[:s]] = 0.0  # already drawn: its probability is 0 up to rounding
+        np.maximum(p, 0.0, out=p)
         c = np.cumsum(p)
-        i = int(np.searchsorted(c, gen.random() * c[-1], side="right"))
-        i = min(i, len(c) - 1)
+        i = min(int(np.searchsorted(c, gen.random() * c[-1], side="right")), len(c) - 1)
         out[s] = i
         if s == k - 1:
             break
-        j = int(np.argmax(np.abs(W[i])))
-        w = W[:, j] / W[i, j]
-        W = np.delete(W - np.outer(w, W[i]), j, axis=1)  # every column now 0 at row i
-        W, _ = np.linalg.qr(W)
+        u = (W @ W[i] - C[:, :s] @ C[i, :s]) / np.sqrt(p[i])  # K(·, i | drawn) / sqrt(K(i, i | drawn))
+        C[:, s] = u
+        p -= u * u
     return np.sort(out)
 
 
@@ -174,6 +177,21 @@ def run_dpp(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
     total = cfg.epochs * per_epoch
     indices = np.empty(total * k, dtype=np.int64)
     mmd2 = np.empty(total)
+    with pinned_blas():  # the draws' GEMVs must not depend on the BLAS thread count
+        _draw_epochs(cfg, k, lam, V, T, L, s_tot, indices, mmd2, per_epoch, total, progress)
+    return MethodOutput(
+        indices=indices,
+        batch_offsets=np.arange(total + 1, dtype=np.int64) * k,
+        epoch_offsets=np.arange(cfg.epochs + 1, dtype=np.int64) * per_epoch,
+        params={**kernel.params(), "bandwidth_rule": cfg.bandwidth if cfg.kernel == "rbf" and isinstance(cfg.bandwidth, str) else None,
+                "rank": rank},
+        batch_arrays={"batch_mmd2": mmd2},
+    )
+
+
+def _draw_epochs(cfg, k, lam, V, T, L, s_tot, indices, mmd2, per_epoch, total, progress) -> None:
+    """Fill ``indices`` (k per batch) and ``mmd2`` (per batch) with ``cfg.epochs`` epochs of draws."""
+    n = len(s_tot)
     b = 0
     for e in range(cfg.epochs):
         seen = np.zeros(n, dtype=bool)
@@ -192,11 +210,3 @@ def run_dpp(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
             b += 1
             if progress is not None:
                 progress(b, total)
-    return MethodOutput(
-        indices=indices,
-        batch_offsets=np.arange(total + 1, dtype=np.int64) * k,
-        epoch_offsets=np.arange(cfg.epochs + 1, dtype=np.int64) * per_epoch,
-        params={**kernel.params(), "bandwidth_rule": cfg.bandwidth if cfg.kernel == "rbf" and isinstance(cfg.bandwidth, str) else None,
-                "rank": rank},
-        batch_arrays={"batch_mmd2": mmd2},
-    )
