@@ -179,3 +179,22 @@ def test_k_above_kernel_rank_refused_with_one_line(tmp_path):
                             "--out-dir", str(tmp_path)])
     one_line_error(r, "3 numerically positive eigenvalues (of N=20), got k=5")
     assert not list(tmp_path.glob("*.zarr"))
+
+
+def test_batch_mmd2_is_the_epochs_distinct_prefix_against_dense_oracle(tmp_path):
+    from schedgen.data import load_dataset
+    from schedgen.features import FeatureSpec, prepare_features
+    from schedgen.kernels import gram, make_kernel
+
+    res = _build(tmp_path)
+    s = read_schedule(res.path)
+    X = prepare_features(load_dataset("digits"), FeatureSpec(pca=None, standardize=False, seed=0))
+    ids = np.arange(len(X))
+    K = gram(make_kernel("rbf", bandwidth="median", X=X, seed=0), X, ids, ids)
+    per_epoch = s.n_batches // 2
+    for b in [0, 1, 2, per_epoch - 1, per_epoch, per_epoch + 1]:  # the prefix restarts with epoch 1
+        first = per_epoch * (b // per_epoch)
+        A = np.unique(np.concatenate([s.batch(t) for t in range(first, b + 1)]))
+        R = np.setdiff1d(ids, A)
+        oracle = K[np.ix_(A, A)].mean() - 2 * K[np.ix_(A, R)].mean() + K[np.ix_(R, R)].mean()
+        assert_allclose(s.batch_arrays["batch_mmd2"][b], oracle, rtol=1e-6, atol=1e-9)
