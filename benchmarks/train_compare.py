@@ -78,7 +78,7 @@ from schedgen.losses import itra_match_loss
 from schedgen.torch import PairedScheduleBatchSampler, ScheduleBatchSampler
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BASE_ARMS = ("random", "mmd-lp", "mmd-swap", "mmd-greedy", "learn2mix")
+BASE_ARMS = ("random", "mmd-lp", "mmd-swap", "mmd-greedy", "learn2mix", "dpp", "submodular")
 #: ITRA arms: the random schedule of the same seed (the same S1 batches as ``random``) with
 #: a partner batch S2 per step, loss CE(S1) + λ·ITRA-c(E(S1), E(S2)), E the hidden layer.
 ITRA_LAMBDAS = (0.2, 0.6, 1.0)
@@ -86,7 +86,7 @@ ITRA_PAIRS = {"rnd": "random", "cls": "class-matched"}
 ITRA_ARMS = tuple(f"itra-{p}-{lam}" for p in ITRA_PAIRS for lam in ITRA_LAMBDAS)
 ARMS = BASE_ARMS + ITRA_ARMS
 COLORS = {"random": "black", "mmd-lp": "tab:red", "mmd-swap": "tab:orange", "mmd-greedy": "tab:purple",
-          "learn2mix": "tab:blue", **{a: c for a, c in zip(ITRA_ARMS, ("#9fd89f", "#4caf50", "#1b5e20",
+          "learn2mix": "tab:blue", "dpp": "tab:brown", "submodular": "tab:cyan", **{a: c for a, c in zip(ITRA_ARMS, ("#9fd89f", "#4caf50", "#1b5e20",
                                                                        "#f4b6c2", "#e75480", "#8b1a4a"))}}
 METRICS = (  # key, label, unit
     ("mean_error", "Mean error (%)", "pp"),
@@ -161,6 +161,8 @@ def arm_config(arm: str, dataset: str, k: int, epochs: int, seed: int, mixing_ra
         return BuildConfig(method="mmd", solver=arm[4:], epochs=1, seed=0, **common)
     if arm == "learn2mix":
         return BuildConfig(method="learn2mix", epochs=epochs, seed=seed, mixing_rate=mixing_rate, **common)
+    if arm in ("dpp", "submodular"):  # the MMD paper's baselines, seeded by the run's seed
+        return BuildConfig(method=arm, epochs=epochs, seed=seed, **common)
     if arm.startswith("itra-"):
         pair = ITRA_PAIRS[arm.split("-")[1]]
         return BuildConfig(method="random", epochs=epochs, seed=seed, pair=pair, **common)
