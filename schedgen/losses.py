@@ -29,18 +29,10 @@ from __future__ import annotations
 import math
 from numbers import Real
 
-# Checked on import, as schedgen.torch does, so that a missing PyTorch gives one
-# ModuleNotFoundError with the install hint.
-try:
-    import torch
-except ModuleNotFoundError as _exc:
-    if _exc.name != "torch":
-        raise  # torch is there but broken (a module of it or of its dependencies is missing): show that
-    raise ModuleNotFoundError(
-        f"schedgen.losses needs PyTorch, which is not installed ({_exc}); install the CPU build first "
-        "(pip install torch==2.13.0, or see pytorch.org), then pip install -e '.[torch]'",
-        name="torch",
-    ) from None
+from ._optional import import_torch
+
+# Checked on import, so that a missing PyTorch gives one ModuleNotFoundError with the hint.
+torch = import_torch("schedgen.losses")
 
 from .errors import ParameterError
 

@@ -63,17 +63,10 @@ from __future__ import annotations
 
 # Checked here, before any submodule imports torch, so that a missing PyTorch
 # gives one ModuleNotFoundError with the install hint.
-try:
-    import torch  # noqa: F401
-    from torch.utils.data import Sampler, TensorDataset  # noqa: F401
-except ModuleNotFoundError as _exc:
-    if _exc.name != "torch":
-        raise  # torch is there but broken (a module of it or of its dependencies is missing): show that
-    raise ModuleNotFoundError(
-        f"schedgen.torch needs PyTorch, which is not installed ({_exc}); install the CPU build first "
-        "(pip install torch==2.13.0, or see pytorch.org), then pip install -e '.[torch]'",
-        name="torch",
-    ) from None
+from .._optional import import_torch
+
+torch = import_torch("schedgen.torch")
+from torch.utils.data import Sampler, TensorDataset  # noqa: E402, F401
 
 from ._dataset import ScheduleDataset, schedule_dataset
 from ._learn2mix import Learn2MixBatchSampler
