@@ -19,4 +19,7 @@ from .._optional import import_torch
 
 torch = import_torch("schedgen.optim")
 
-__all__: list[str] = []
+from ._sbs import StochasticBatchSizeSGD  # noqa: E402
+from ._svm import SVMUpdate  # noqa: E402
+
+__all__ = ["SVMUpdate", "StochasticBatchSizeSGD"]

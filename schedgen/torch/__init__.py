@@ -68,12 +68,14 @@ from .._optional import import_torch
 torch = import_torch("schedgen.torch")
 from torch.utils.data import Sampler, TensorDataset  # noqa: E402, F401
 
+from ._adaptive import AdaptiveBatchSampler
 from ._dataset import ScheduleDataset, schedule_dataset
 from ._learn2mix import Learn2MixBatchSampler
 from ._paired import PairedBatch, PairedScheduleBatchSampler, RoleTaggedDataset, paired_collate
 from ._replay import ScheduleBatchSampler
 
 __all__ = [
+    "AdaptiveBatchSampler",
     "Learn2MixBatchSampler",
     "PairedBatch",
     "PairedScheduleBatchSampler",
