@@ -36,6 +36,9 @@ STREAMS: dict[str, tuple[int, int, str]] = {
     "pair.class": (0x70636C73, 2, "the class-matched partners' order of class j in epoch e (keys: e, j)"),
     "submodular": (0x736D646C, 1, "the submodular method's candidate pools of epoch e (key: e)"),
     "dpp": (0x647070, 2, "the dpp method's k-DPP draw of batch b of epoch e (keys: e, b)"),
+    "nystrom": (0x4E595354, 0, "the k-means landmarks of --approx nystrom:M and the rows its error is measured on"),
+    "adaptive": (0x61647074, 1, "AdaptiveBatchSampler's order of epoch e (key: e)"),
+    "sbs": (0x534253, 0, "StochasticBatchSizeSGD's default Bernoulli mask generator"),
 }
 
 
