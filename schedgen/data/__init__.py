@@ -14,6 +14,8 @@ Known datasets and the on-disk layouts read (the torchvision layouts, so a
     mnist          <data_dir>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
     fashion-mnist  <data_dir>/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
     npz:PATH       an .npz archive with arrays X, y and optionally groups
+    array:DIR      a directory of X.npy, y.npy (optionally groups.npy; *_test.npy for
+                   the test split); a float32 X.npy is memory-mapped, not loaded
 
 ``data_dir`` defaults to ``$SCHEDGEN_DATA_DIR`` when set, else
 ``~/.cache/schedgen/data``. A download has an overall deadline of
@@ -24,7 +26,7 @@ module level; scipy and scikit-learn are imported by the readers that need them.
 This module is the public front; the code lives in private modules:
 ``_dataset`` (:class:`Dataset`, :func:`validate_arrays`, :func:`fingerprint`),
 ``_registry`` (:data:`DATASETS`, :func:`load_dataset`), ``_readers`` (the
-built-in layouts), ``_npz`` (``npz:PATH``), ``_download`` (fetching files) and
+built-in layouts), ``_npz`` (``npz:PATH``), ``_array`` (``array:DIR``), ``_download`` (fetching files) and
 ``_sources`` (the data directory, URLs and MD5 sums). The data layer imports
 nothing from schedgen but :mod:`schedgen.errors` and :mod:`schedgen._proc`.
 """

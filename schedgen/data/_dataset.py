@@ -34,12 +34,14 @@ class Dataset:
     Construction validates and canonicalises the arrays with
     :func:`validate_arrays`; the stored arrays are read-only views. Arrays that
     are already canonical (float32 C-contiguous ``X``, int64 ``y``) are not
-    copied, so the caller must not modify them afterwards.
+    copied, so the caller must not modify them afterwards; a read-only
+    memory-mapped float32 ``X`` (``array:DIR``) stays a mapping of its file.
 
     Parameters
     ----------
     name : str
-        Canonical dataset name: one of :data:`~schedgen.data.DATASETS` or ``"npz:<absolute path>"``.
+        Canonical dataset name: one of :data:`~schedgen.data.DATASETS`, ``"npz:<absolute path>"``
+        or ``"array:<absolute path>"``.
     split : {"train", "test"}
         Which split the arrays hold.
     X : array of shape (n_samples, n_features)

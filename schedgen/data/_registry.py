@@ -10,11 +10,12 @@ import numpy as np
 
 from ..errors import DataError, ParameterError
 from ._dataset import Dataset, _check_split
+from ._array import _ARRAY_PREFIX, _load_array_dir
 from ._npz import _NPZ_PREFIX, _load_npz
 from ._readers import _read_cifar10, _read_digits, _read_mnist, _read_svhn
 from ._sources import default_data_dir
 
-#: Names accepted by :func:`load_dataset` besides ``"npz:PATH"``.
+#: Names accepted by :func:`load_dataset` besides ``"npz:PATH"`` and ``"array:DIR"``.
 DATASETS: tuple[str, ...] = ("digits", "svhn", "cifar10", "mnist", "fashion-mnist")
 
 _ALIASES = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}
@@ -44,7 +45,11 @@ def load_dataset(
         ``(n_samples, ...)``, integer ``y`` of shape ``(n_samples,)`` and
         optionally integer ``groups`` of shape ``(n_samples,)``. For
         ``split="test"`` the archive must hold ``X_test``, ``y_test`` (and
-        optionally ``groups_test``) instead.
+        optionally ``groups_test``) instead. Or ``"array:DIR"`` for a
+        directory of ``.npy`` files (``X.npy``, ``y.npy``, optionally
+        ``groups.npy``; ``X_test.npy`` ... for the test split) whose float32
+        ``X`` is memory-mapped, not read into memory (see
+        :mod:`schedgen.data._array`).
     split : {"train", "test"}
         For ``digits``, which has no official split, the test split is every
         5th image (index ``i % 5 == 0``, 360 images) and the train split the
@@ -84,13 +89,15 @@ def load_dataset(
 
     if name[: len(_NPZ_PREFIX)].lower() == _NPZ_PREFIX:
         return _load_npz(name[len(_NPZ_PREFIX) :], split)
+    if name[: len(_ARRAY_PREFIX)].lower() == _ARRAY_PREFIX:
+        return _load_array_dir(name[len(_ARRAY_PREFIX) :], split)
 
     key = name.strip().lower().replace("_", "-")
     key = _ALIASES.get(key, key)
     if key not in DATASETS:
         raise ParameterError(
             f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}, "
-            "or npz:PATH for an .npz file with arrays X and y"
+            "npz:PATH for an .npz file with arrays X and y, or array:DIR for a directory with X.npy and y.npy"
         )
     if key == "digits":
         X, y = _read_digits(split)

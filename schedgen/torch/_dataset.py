@@ -143,7 +143,7 @@ def schedule_dataset(
     """
     where, d, params = _source_dataset(source)
     name = d["name"]
-    if name not in DATASETS and not name.startswith("npz:"):
+    if name not in DATASETS and not name.startswith(("npz:", "array:")):
         online = isinstance(params, Mapping) and params.get("online") is True
         hint = (
             "; an online learn2mix record names its data only through dataset_info: pass your own dataset, "
@@ -153,7 +153,7 @@ def schedule_dataset(
         )
         raise ParameterError(
             f"{where}: the schedule was built on dataset {name!r}, which schedgen cannot load "
-            f"(expected one of {', '.join(DATASETS)} or npz:PATH){hint}"
+            f"(expected one of {', '.join(DATASETS)}, npz:PATH or array:DIR){hint}"
         )
     ds = load_dataset(name, split=d["split"], data_dir=data_dir, download=download)
     out = ScheduleDataset(ds, scale=scale)
