@@ -32,6 +32,12 @@ batch too (its per-step redraw never fires once the pool has r items); the ``max
 …)`` keeps batches whole where the code's would shrink, and its two-level partitioning
 (10 partitions, then a greedy over their picks) is not reproduced. Ties go to the
 earliest candidate in the pool's draw order.
+
+Diagnostic (not part of the rule): given a kernel (the mmd method's, on the same
+features), ``batch_mmd2[b]`` is MMD²(A_t, D \\ A_t), A_t the samples of the epoch's batches
+0..t, computed batch by batch as :func:`schedgen.evaluate.prefix_mmd2` computes it
+(:class:`PrefixMMD2`), so a submodular store is scored as an mmd store and as
+``schedgen plot`` scores a random order.
 """
 
 from __future__ import annotations
@@ -41,11 +47,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..kernels import WorkingSet, row_sums, worker_pool
+from ..mmd2 import grow_prefix_sum, split_mmd2
 from ..rng import rng
 from .learn2mix import SoftmaxProxy, default_lr
 
-__all__ = ["WEIGHTS", "LTL_LOG_EPS", "SubmodularResult", "candidate_count", "soft_features", "greedy_batch",
-           "submodular_schedule", "BLOCK_ROWS"]
+__all__ = ["WEIGHTS", "LTL_LOG_EPS", "SubmodularResult", "PrefixMMD2", "candidate_count", "soft_features",
+           "greedy_batch", "submodular_schedule", "BLOCK_ROWS"]
 
 #: (U, R, MC, FM), the authors' configuration (config/smdl.yml alpha_1..alpha_4).
 WEIGHTS = (0.2, 0.1, 0.5, 0.2)
@@ -147,18 +155,68 @@ def greedy_batch(X: np.ndarray, U: np.ndarray, MC: np.ndarray, Phi: np.ndarray, 
 
 @dataclass(frozen=True)
 class SubmodularResult:
+    """The schedule's arrays; ``batch_mmd2`` (one per batch, float64) when a kernel was given, else None."""
+
     indices: np.ndarray
     batch_offsets: np.ndarray
     epoch_offsets: np.ndarray
+    batch_mmd2: np.ndarray | None = None
 
 
-def _resume(checkpoint, proxy: SoftmaxProxy, indices: np.ndarray, n: int, per_epoch: int):
-    """(epoch, batch, U) to go on from, with the proxy and ``indices`` restored; (0, 0, None)
-    without a checkpoint of this run."""
+class PrefixMMD2:
+    """MMD²(A, D \\ A) of a growing prefix A, one batch at a time, never N × N in memory.
+
+    The loop of :func:`schedgen.evaluate.prefix_mmd2` (which this layer may not import;
+    a test keeps the two equal bit for bit): ``s_A(i) = Σ_{j ∈ A} K_ij`` for the samples
+    not reached yet, in a :class:`~schedgen.kernels.WorkingSet` that loses each batch,
+    ``S_AA`` grown by :func:`schedgen.mmd2.grow_prefix_sum` and MMD² by
+    :func:`schedgen.mmd2.split_mmd2` from the rows of the rest. About N²/2 kernel
+    values over an epoch.
+
+    Parameters
+    ----------
+    kernel : a ``schedgen.kernels`` kernel
+    X : array of shape (n_samples, n_features)
+        The features the kernel is evaluated on (float32, as the mmd method's).
+    s_tot : array of shape (n_samples,)
+        ``Σ_j K_ij`` over all samples (``row_sums``).
+    """
+
+    def __init__(self, kernel, X, s_tot: np.ndarray):
+        n = X.shape[0]
+        self._ws = WorkingSet(kernel, X)
+        self._s_tot = np.asarray(s_tot, dtype=np.float64)
+        self._Q = np.arange(n, dtype=np.int64)  # the samples not reached yet, ascending (= ws.ids)
+        self._sA = np.zeros(n)
+        self._S_AA = 0.0
+        self._n = n
+
+    def add(self, batch: np.ndarray) -> float:
+        """Add ``batch`` (distinct samples not added before) to A; MMD²(A, D \\ A), NaN once D \\ A is empty."""
+        B = np.asarray(batch, dtype=np.int64)
+        pos = np.searchsorted(self._Q, B)
+        keep = np.ones(len(self._Q), dtype=bool)
+        keep[pos] = False
+        self._S_AA = grow_prefix_sum(self._S_AA, self._sA[pos], self._ws.block(B, B))
+        rest = self._Q[keep]
+        if len(rest):
+            inc, _ = self._ws.column_sums(B)  # Σ_{b∈B} K(b, i), summed in batch order
+            self._sA = self._sA[keep] + inc[keep]
+        else:
+            self._sA = self._sA[keep]
+        self._ws.remove(pos)
+        self._Q = rest
+        return split_mmd2(self._S_AA, self._sA, self._s_tot[rest], self._n - len(rest))
+
+
+def _resume(checkpoint, proxy: SoftmaxProxy, indices: np.ndarray, mmd2: np.ndarray, n: int, per_epoch: int):
+    """(epoch, batch, U) to go on from, with the proxy, ``indices`` and ``mmd2`` restored;
+    (0, 0, None) without a checkpoint of this run."""
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is None:
         return 0, 0, None
-    shapes = {"W": proxy.W.shape, "b": proxy.b.shape, "U": (n,), "indices": indices.shape, "epoch": (), "batch": ()}
+    shapes = {"W": proxy.W.shape, "b": proxy.b.shape, "U": (n,), "indices": indices.shape, "mmd2": mmd2.shape,
+              "epoch": (), "batch": ()}
     try:
         if any(np.shape(saved[name]) != shape for name, shape in shapes.items()):
             return 0, 0, None  # another run's state: start afresh
@@ -169,17 +227,20 @@ def _resume(checkpoint, proxy: SoftmaxProxy, indices: np.ndarray, n: int, per_ep
         return 0, 0, None
     proxy.W, proxy.b = np.array(saved["W"], dtype=np.float64), np.array(saved["b"], dtype=np.float64)
     indices[:] = saved["indices"]
+    mmd2[:] = saved["mmd2"]
     return e, i, np.array(saved["U"], dtype=np.float64)
 
 
 def submodular_schedule(X: np.ndarray, y: np.ndarray, k: int, *, epochs: int, seed: int, normalize: bool = False,
-                        progress=None, checkpoint=None) -> SubmodularResult:
+                        kernel=None, s_tot: np.ndarray | None = None, progress=None,
+                        checkpoint=None) -> SubmodularResult:
     """Every epoch a permutation of range(N) cut into batches of k (the last short),
     each batch chosen by :func:`greedy_batch` from a seeded pool (module docstring).
 
-    A checkpoint holds the proxy, the epoch's U, the indices so far and (epoch, batch);
-    on resume the epoch's pool draws before that batch are replayed (their sizes follow
-    from n and k alone), so a resumed run gives the same bytes as an uninterrupted one.
+    A checkpoint holds the proxy, the epoch's U, the indices and MMD² so far and (epoch,
+    batch); on resume the epoch's pool draws before that batch are replayed (their sizes
+    follow from n and k alone), and so is the epoch's MMD² prefix (from the indices), so
+    a resumed run gives the same bytes as an uninterrupted one.
 
     Parameters
     ----------
@@ -187,8 +248,22 @@ def submodular_schedule(X: np.ndarray, y: np.ndarray, k: int, *, epochs: int, se
         The prepared features.
     y : array of int, shape (n_samples,)
         Labels the proxy learns.
+    kernel : a ``schedgen.kernels`` kernel, optional
+        For the diagnostic ``batch_mmd2`` (:class:`PrefixMMD2` on X, restarted every
+        epoch); it does not change the batches. None: no diagnostic.
+    s_tot : array of shape (n_samples,), optional
+        The kernel's row sums on X, when already computed (e.g. cached).
     checkpoint : schedgen.checkpoint.Checkpoint, optional
     """
+    if kernel is None:
+        return _schedule(X, y, k, epochs, seed, normalize, None, progress, checkpoint)
+    if s_tot is None:
+        s_tot, _ = row_sums(kernel, X)
+    with worker_pool():  # one set of kernel worker threads for the whole run (BLAS pinned, as before)
+        return _schedule(X, y, k, epochs, seed, normalize, (kernel, s_tot), progress, checkpoint)
+
+
+def _schedule(X, y, k, epochs, seed, normalize, diagnostic, progress, checkpoint) -> SubmodularResult:
     n, D = X.shape
     per_epoch = -(-n // k)
     X64 = np.asarray(X, dtype=np.float64)
@@ -199,11 +274,13 @@ def submodular_schedule(X: np.ndarray, y: np.ndarray, k: int, *, epochs: int, se
     indices = np.zeros(epochs * n, dtype=np.int64)
     ends = np.minimum(np.arange(1, per_epoch + 1, dtype=np.int64) * k, n)
     batch_offsets = np.concatenate([[0], (np.arange(epochs, dtype=np.int64)[:, None] * n + ends).ravel()])
-    e0, i0, U = _resume(checkpoint, proxy, indices, n, per_epoch)
     total = epochs * per_epoch
+    mmd2 = np.full(total, np.nan)
+    e0, i0, U = _resume(checkpoint, proxy, indices, mmd2, n, per_epoch)
 
     def state(e, i):
-        return {"epoch": np.int64(e), "batch": np.int64(i), "W": proxy.W, "b": proxy.b, "U": U, "indices": indices}
+        return {"epoch": np.int64(e), "batch": np.int64(i), "W": proxy.W, "b": proxy.b, "U": U, "indices": indices,
+                "mmd2": mmd2}
 
     for e in range(e0, epochs):
         start = i0 if e == e0 else 0
@@ -215,6 +292,10 @@ def submodular_schedule(X: np.ndarray, y: np.ndarray, k: int, *, epochs: int, se
             g.choice(n_left, candidate_count(n_left, k), replace=False)
         left = np.ones(n, dtype=bool)
         left[indices[e * n : e * n + start * k]] = False
+        prefix = PrefixMMD2(diagnostic[0], X, diagnostic[1]) if diagnostic is not None else None
+        if prefix is not None:  # the epoch's prefix before `start`, replayed: the same steps, the same bits
+            for i in range(start):
+                mmd2[e * per_epoch + i] = prefix.add(indices[e * n + i * k : e * n + min((i + 1) * k, n)])
         pos = e * n + start * k
         for i in range(start, per_epoch):
             remaining = np.flatnonzero(left)
@@ -224,6 +305,8 @@ def submodular_schedule(X: np.ndarray, y: np.ndarray, k: int, *, epochs: int, se
             batch = pool[greedy_batch(X64[pool], U[pool], MC[pool], Phi[pool], m, normalize=normalize)]
             indices[pos : pos + m] = batch
             pos += m
+            if prefix is not None:
+                mmd2[e * per_epoch + i] = prefix.add(batch)
             left[batch] = False
             proxy.step(X64[batch], y[batch])
             if progress is not None:
@@ -233,4 +316,5 @@ def submodular_schedule(X: np.ndarray, y: np.ndarray, k: int, *, epochs: int, se
         if checkpoint is not None and e + 1 < epochs:
             checkpoint.maybe_save(lambda: state(e + 1, 0))
     return SubmodularResult(indices=indices, batch_offsets=batch_offsets.astype(np.int64),
-                            epoch_offsets=np.arange(epochs + 1, dtype=np.int64) * per_epoch)
+                            epoch_offsets=np.arange(epochs + 1, dtype=np.int64) * per_epoch,
+                            batch_mmd2=mmd2 if diagnostic is not None else None)
