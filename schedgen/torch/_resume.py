@@ -115,6 +115,10 @@ class Cursor:
                 self.yielded = i + 1
             yield convert(batches[i])
 
+    def is_live(self, token: object) -> bool:
+        """Whether the pass of ``token`` (from :meth:`begin`) is the newest, whose batches count."""
+        return self._live is token
+
     def save(self) -> tuple:
         """Everything :meth:`restore` needs to undo later moves."""
         return (self.epoch, self.yielded, self.pending, self._live)
