@@ -20,7 +20,7 @@ from schedgen.build import BuildConfig, build
 from schedgen.catalog import default_export_path, export, list_schedules
 from schedgen.cli import app
 from schedgen.errors import ParameterError, StoreError
-from schedgen.plot import draw_schedule, plot_schedule
+from schedgen.plot import draw_schedule, draw_schedules, overlay_curves, plot_schedule, plot_schedules
 from schedgen.store import Schedule, read_schedule, write_schedule
 from toys import one_line_error
 
@@ -208,6 +208,190 @@ def test_nonpositive_mmd2_png_is_written_without_warnings(tmp_path):
         warnings.simplefilter("error")
         plot_schedule(path, tmp_path / "toy.png", baseline=False)
     assert (tmp_path / "toy.png").read_bytes().startswith(b"\x89PNG")
+
+
+# ----------------------------------------------------------------------------- plot: dpp, submodular, overlay
+
+
+@pytest.fixture(scope="module")
+def overlay_stores(stores):
+    """Digits k=50 stores beside the mmd one (sharing its row-sums cache): mmd greedy, dpp,
+    submodular and random (the last three with 2 epochs: the overlay draws epoch 0)."""
+    d = Path(stores["mmd"]).parent
+    cfg = dict(dataset="digits", out_dir=d, k=50)
+    return {
+        "mmd": stores["mmd"],
+        "greedy": build(BuildConfig(solver="greedy", **cfg)).path,
+        "dpp": build(BuildConfig(method="dpp", epochs=2, **cfg)).path,
+        "submodular": build(BuildConfig(method="submodular", epochs=2, **cfg)).path,
+        "random": build(BuildConfig(method="random", epochs=2, **cfg)).path,
+    }
+
+
+def _epoch0(s):
+    e0 = s.epoch_batches(0)
+    return s.batch_arrays["batch_mmd2"][e0.start : e0.stop]
+
+
+def _close(fig):
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+@pytest.fixture(scope="module")
+def dense_digits(overlay_stores):
+    """The digits kernel matrix in float64 from the formula, with the σ the stores recorded."""
+    from schedgen.data import load_dataset
+    from schedgen.features import FeatureSpec, prepare_features
+
+    p = read_schedule(overlay_stores["mmd"]).params
+    assert p["pca"] == 0 and not p["standardize"] and p["kernel"] == "rbf"
+    X = prepare_features(load_dataset("digits"), FeatureSpec(pca=0, standardize=False, seed=0)).astype(np.float64)
+    sq = (X * X).sum(axis=1)
+    return np.exp(-np.maximum(sq[:, None] + sq[None, :] - 2 * X @ X.T, 0.0) / (2 * p["bandwidth"] ** 2))
+
+
+def _dense_prefix_mmd2(K, s):
+    """MMD²(A_t, D \\ A_t) of epoch 0's prefixes (distinct samples), from the dense matrix."""
+    out = []
+    ids = np.arange(len(K))
+    for b in s.epoch_batches(0):
+        A = np.unique(s.indices[: s.batch_offsets[b + 1]])
+        R = np.setdiff1d(ids, A)
+        out.append(np.nan if len(R) == 0 else
+                   K[np.ix_(A, A)].mean() - 2 * K[np.ix_(A, R)].mean() + K[np.ix_(R, R)].mean())
+    return np.array(out)
+
+
+def test_overlay_draws_each_stores_epoch_0_on_one_axes(overlay_stores, dense_digits):
+    order = ["mmd", "greedy", "dpp", "submodular", "random"]
+    scheds = [read_schedule(overlay_stores[x]) for x in order]
+    fig, series = draw_schedules(scheds)
+    try:
+        (ax,) = fig.axes
+        lines = ax.get_lines()
+        labels = [line.get_label() for line in lines]
+        assert labels == ["mmd (solver=swap)", "mmd (solver=greedy)", "dpp", "submodular", "random"]
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == labels
+        for line, s in zip(lines, scheds):
+            n = len(s.epoch_batches(0))
+            assert n == 29
+            np.testing.assert_array_equal(line.get_xdata(), np.arange(1, n + 1))
+            if s.method != "random":  # drawn from the store, bit for bit
+                assert line.get_ydata().tobytes() == _epoch0(s).tobytes()
+            # Every curve against the dense float64 oracle. Tolerance: float32 kernel values (the GEMM
+            # recipe, |dK| up to ~1e-7 here) summed in float64: measured 4e-9..3e-8 for the prefix
+            # sums of evaluate / dpp / submodular, 3e-7 for mmd, whose loop reuses its solver's columns.
+            atol = 1e-6 if s.method == "mmd" else 1e-7
+            np.testing.assert_allclose(line.get_ydata(), _dense_prefix_mmd2(dense_digits, s), rtol=0, atol=atol)
+            assert series[line.get_label()] == pytest.approx(float(np.nanmean(line.get_ydata())), rel=1e-12)
+        assert "dpp: MMD² of the distinct samples drawn so far" in ax.get_title()
+        assert ax.get_title().startswith("digits (train), k=50, kernel rbf (σ=")
+    finally:
+        _close(fig)
+
+
+def test_overlay_writes_one_file_atomically(overlay_stores, tmp_path, monkeypatch):
+    paths = [overlay_stores[x] for x in ("mmd", "dpp", "submodular", "random")]
+    out = tmp_path / "o.svg"
+    r = plot_schedules(paths, out)
+    assert r.path == out and r.method == "overlay" and set(r.series) == {"mmd", "dpp", "submodular", "random"}
+    assert out.read_bytes()[:5] == b"<?xml" and sorted(p.name for p in tmp_path.iterdir()) == ["o.svg"]
+    with pytest.raises(StoreError, match="already exists"):
+        plot_schedules(paths, out)
+    before = out.read_bytes()
+
+    from matplotlib.figure import Figure
+
+    def full_disk(self, fname, **kw):
+        Path(fname).write_bytes(b"<?xml half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    with pytest.raises(StoreError, match=r"^cannot write .*o\.svg: No space left on device$"):
+        plot_schedules(paths, out, overwrite=True)
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["o.svg"]
+    with pytest.raises(StoreError, match="No space left"):
+        plot_schedules(paths, tmp_path / "new.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.svg"]
+
+
+def test_overlay_refuses_stores_of_other_data(stores, overlay_stores, tmp_path):
+    out = tmp_path / "o.png"
+    with pytest.raises(ParameterError, match=r"^plot overlays stores of one dataset and batch size; .*mmd.*k1437.* "
+                                             r"differs from .* in k 1437 vs 50$"):
+        plot_schedules([overlay_stores["dpp"], stores["mmd_kN"]], out)
+    toy = _mmd_toy([1e-3] * 4 + [np.nan])
+    other = Schedule(**{**toy.__dict__, "dataset": {**toy.dataset, "fingerprint": "e" * 64}, "k": 5,
+                        "batch_offsets": np.array([0, 5, 10], dtype=np.int64),
+                        "batch_arrays": {"batch_mmd2": np.array([1e-3, np.nan])}})
+    with pytest.raises(ParameterError, match=r"; store 2 differs from store 1 in dataset toy \(train, fingerprint "
+                                             r"eeeeeeeeeeee\) vs toy \(train, fingerprint ffffffffffff\); k 5 vs 2$"):
+        overlay_curves([toy, other])
+    bigger = Schedule(**{**toy.__dict__, "dataset": {**toy.dataset, "n_samples": 12},
+                         "indices": np.arange(12, dtype=np.int64),
+                         "batch_offsets": np.arange(0, 13, 2, dtype=np.int64),
+                         "epoch_offsets": np.array([0, 6], dtype=np.int64),
+                         "batch_arrays": {"batch_mmd2": np.full(6, 1e-3)}})
+    with pytest.raises(ParameterError, match=r"differs from store 1 in N 12 vs 10$"):
+        overlay_curves([toy, bigger])
+    assert not out.exists()
+
+
+def test_overlay_refuses_recorded_stores_of_other_kernels(overlay_stores, tmp_path):
+    wide = build(BuildConfig(dataset="digits", k=50, method="submodular", bandwidth=5.0, out_dir=tmp_path)).path
+    with pytest.raises(ParameterError, match=r"^plot overlays MMD² recorded on one kernel and features; .*submodular"
+                                             r".* differs from .*mmd-swap.* in bandwidth=5\.0 vs 2\.1\d+ \(rebuild "
+                                             r"with the same --kernel, --bandwidth"):
+        plot_schedules([overlay_stores["mmd"], wide], tmp_path / "o.png")
+    toy = _mmd_toy([1e-3] * 4 + [np.nan])
+    pca = Schedule(**{**toy.__dict__, "params": {**toy.params, "pca": 8, "seed": 3}})
+    with pytest.raises(ParameterError, match=r"in pca=8 vs unset, seed=3 vs unset"):
+        overlay_curves([toy, pca])
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_overlay_refuses_other_methods_and_random_alone(stores, overlay_stores):
+    with pytest.raises(ParameterError, match=r"^plot overlays mmd, dpp, submodular and random stores .*got a "
+                                             r"learn2mix store: store 2$"):
+        overlay_curves([read_schedule(stores["mmd"]), read_schedule(stores["l2m_1"])])
+    with pytest.raises(ParameterError, match=r"got only random stores \(1\)$"):
+        overlay_curves([read_schedule(overlay_stores["random"])])
+    with pytest.raises(ParameterError, match="at least one store"):
+        overlay_curves([])
+    toy = _mmd_toy([1e-3] * 4 + [np.nan])
+    bare = Schedule(**{**toy.__dict__, "batch_arrays": {}})
+    with pytest.raises(StoreError, match=r"^B\.zarr: a mmd store without 'batch_mmd2'; nothing to overlay$"):
+        overlay_curves([toy, bare], names=["A.zarr", "B.zarr"])
+
+
+def test_overlay_labels_tell_stores_of_one_method_apart():
+    toy = _mmd_toy([1e-3] * 4 + [np.nan])
+    paper = Schedule(**{**toy.__dict__, "params": {**toy.params, "coefficients": "paper"}})
+    curves = overlay_curves([toy, paper, toy], names=["a.zarr", "b.zarr", "c.zarr"])
+    assert [c.label for c in curves] == ["mmd (coefficients=unset) [a.zarr]", "mmd (coefficients=paper)",
+                                         "mmd (coefficients=unset) [c.zarr]"]
+    assert [c.label for c in overlay_curves([toy, toy], names=["a", "b"])] == ["mmd (a)", "mmd (b)"]
+
+
+@pytest.mark.parametrize("method", ["dpp", "submodular"])
+def test_single_store_plot_of_dpp_and_submodular(overlay_stores, method, tmp_path):
+    s = read_schedule(overlay_stores[method])
+    assert s.n_epochs == 2
+    fig, series = draw_schedule(s)
+    try:
+        (ax,) = fig.axes
+        mine, rnd = ax.get_lines()
+        assert mine.get_ydata().tobytes() == _epoch0(s).tobytes()  # epoch 0 only
+        assert len(rnd.get_ydata()) == 29 and np.isnan(rnd.get_ydata()[-1]) and np.isfinite(rnd.get_ydata()[:-1]).all()
+        assert ax.get_title().startswith(f"{method} on digits (train), k=50")
+        assert ax.get_xlabel() == "batch of epoch 0 (of 2 epochs)"
+        assert series["schedule_mean_mmd2"] == pytest.approx(float(np.nanmean(_epoch0(s))))
+    finally:
+        _close(fig)
+    r = plot_schedule(overlay_stores[method], tmp_path / "p.png", baseline=False)
+    assert r.method == method and (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
 
 
 # ----------------------------------------------------------------------------- export / list of URL stores
