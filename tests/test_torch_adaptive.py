@@ -187,8 +187,11 @@ def test_a_new_pass_mid_epoch_restarts_it_and_only_the_newest_pass_counts(tmp_pa
     new = iter(sampler)  # restarts epoch 0: sizes 5 from its first batch
     batches = list(new)
     assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
-    next(old)  # the abandoned pass still yields, and is neither counted nor recorded
-    assert sampler.state_dict()["sizes"] == [[[5, 4], [3, 1]]]
+    before = sampler.state_dict()
+    assert before["sizes"] == [[[5, 4], [3, 1]]] and before["yielded"] == 5
+    rest = list(old)  # the abandoned pass still yields to its end, and is neither counted nor recorded
+    assert [len(b) for b in rest] == [5, 5, 5, 2]
+    assert sampler.state_dict() == before
     assert replayed(path, 1) == [(0, b) for b in batches]
 
 
@@ -313,8 +316,8 @@ def test_resume_with_the_callable_form_continues_its_steps():
         return 1 + step % 4
 
     full, _ = train(make(size_of), range(2), requests={})
-    head, (sd, step) = train(make(size_of), range(2), stop=9, requests={})
-    assert sd["batch_size"] is None and sd["initial_batch_size"] is None
+    head, (sd, step) = train(make(size_of), range(2), stop=13, requests={})
+    assert sd["batch_size"] is None and sd["initial_batch_size"] is None and sd["epoch"] == 1  # past step 0
     resumed = make(size_of)
     resumed.load_state_dict(sd)
     tail, _ = train(resumed, range(sd["epoch"], 2), step=step, requests={})
