@@ -19,6 +19,14 @@ Run::
         --out benchmarks/results/record_overhead_before.json   # another version, same script
 
 Writes ``benchmarks/results/record_overhead.json`` (or ``--out``).
+
+``--adaptive`` runs the other recording sampler instead: the seconds per batch of
+``AdaptiveBatchSampler`` (no record, with ``record``, and with a ``request`` after
+every batch) against torch's plain ``BatchSampler(RandomSampler)`` at the same batch
+size, the sampler alone, best of ``--repeats``; written to
+``benchmarks/results/record_overhead_adaptive.json``::
+
+    python benchmarks/record_overhead.py --adaptive --epochs 20
 """
 
 from __future__ import annotations
@@ -34,9 +42,10 @@ from pathlib import Path
 import numpy as np
 
 from schedgen.store import read_schedule
-from schedgen.torch import Learn2MixBatchSampler
+from schedgen.torch import AdaptiveBatchSampler, Learn2MixBatchSampler
 
 RESULTS = Path(__file__).resolve().parent / "results" / "record_overhead.json"
+RESULTS_ADAPTIVE = RESULTS.with_name("record_overhead_adaptive.json")
 
 
 def du(path: Path) -> int:
@@ -69,6 +78,72 @@ def run(labels: np.ndarray, k: int, epochs: int, record_to: Path | None, report:
     return rows
 
 
+def adaptive_arm(n: int, k: int, epochs: int, repeats: int) -> dict:
+    """Seconds per batch handed out, sampler alone, best of ``repeats`` whole runs."""
+    import torch
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    def plain() -> int:
+        g = torch.Generator().manual_seed(0)
+        s = BatchSampler(RandomSampler(range(n), generator=g), k, drop_last=False)
+        return sum(1 for _ in range(epochs) for _ in s)
+
+    def adaptive(record: Path | None = None, requests: bool = False) -> int:
+        s = AdaptiveBatchSampler(n, k, seed=0, record=record)
+        count = 0
+        for e in range(epochs):
+            s.set_epoch(e)
+            for _ in s:
+                count += 1
+                if requests:
+                    s.request(k)  # the call a trainer makes; the same size, so the batches match
+        return count
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        arms = {
+            "plain BatchSampler(RandomSampler)": plain,
+            "AdaptiveBatchSampler": adaptive,
+            "AdaptiveBatchSampler + request() each batch": lambda: adaptive(requests=True),
+            "AdaptiveBatchSampler, record=": lambda: adaptive(Path(tmp) / "run.zarr"),
+        }
+        for name, fn in arms.items():
+            best, count = float("inf"), 0
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                count = fn()
+                best = min(best, time.perf_counter() - t0)
+            out[name] = {"batches": count, "seconds": best, "us_per_batch": best / count * 1e6}
+        assert read_schedule(Path(tmp) / "run.zarr").n_epochs == epochs
+    return out
+
+
+def main_adaptive(args: argparse.Namespace) -> None:
+    import schedgen
+
+    load_before = os.getloadavg()
+    rows = adaptive_arm(args.n, args.k, args.epochs, args.repeats)
+    load_after = os.getloadavg()
+    base = rows["plain BatchSampler(RandomSampler)"]["us_per_batch"]
+    print(f"N={args.n:,}, k={args.k}, {args.epochs} epochs, sampler alone, best of {args.repeats}; "
+          f"{os.cpu_count()} cores")
+    print(f"{'sampler':<46} {'us/batch':>9} {'vs plain':>9} {'s/epoch':>8}")
+    for name, r in rows.items():
+        print(f"{name:<46} {r['us_per_batch']:>9.1f} {r['us_per_batch'] / base:>8.2f}x "
+              f"{r['seconds'] / args.epochs:>8.4f}")
+    print(f"load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after")
+    out = args.out if args.out != RESULTS else RESULTS_ADAPTIVE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "schedgen": str(Path(schedgen.__file__).parent),
+        "load_average_1min": {"before": load_before[0], "after": load_after[0]},
+        "args": {**vars(args), "out": str(out)},
+        "arms": rows,
+    }, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50_000)
@@ -76,7 +151,12 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--out", type=Path, default=RESULTS, help="where to write the figures (JSON)")
+    ap.add_argument("--adaptive", action="store_true", help="time AdaptiveBatchSampler per batch instead")
+    ap.add_argument("--repeats", type=int, default=3, help="--adaptive: whole runs per arm (the best is kept)")
     args = ap.parse_args()
+    if args.adaptive:
+        main_adaptive(args)
+        return
     import schedgen
 
     load_before = os.getloadavg()
