@@ -19,7 +19,7 @@ import schedgen.store._append  # noqa: E402
 import schedgen.store._write  # noqa: E402
 from schedgen.errors import ParameterError, StoreError  # noqa: E402
 from schedgen.rng import STREAMS, rng  # noqa: E402
-from schedgen.store import read_attrs, read_schedule, write_schedule  # noqa: E402
+from schedgen.store import read_schedule, write_schedule  # noqa: E402
 from schedgen.torch import AdaptiveBatchSampler, Learn2MixBatchSampler, ScheduleBatchSampler  # noqa: E402
 
 N, SEED, K0, EPOCHS = 23, 5, 3, 3
@@ -441,8 +441,9 @@ def test_a_loaded_state_must_agree_with_set_epoch():
             assert s.epoch == wanted
     s = make()
     s.set_epoch(1)
-    with pytest.raises(ParameterError, match=r"^the loaded state is at epoch 0 \(3 batches served\), so it continues "
-                                             r"with epoch 0, but set_epoch\(1\) was called; epochs are played in order$"):
+    want = (r"^the loaded state is at epoch 0 \(3 batches served\), so it continues with epoch 0, "
+            r"but set_epoch\(1\) was called; epochs are played in order$")
+    with pytest.raises(ParameterError, match=want):
         s.load_state_dict(mid)
     assert s.state_dict() == make().state_dict()  # nothing changed
     s = make()
@@ -542,7 +543,8 @@ def _mid_state():
                                r"built with batch_size=3$"),
         ({"batch_size": 0}, r"^state_dict\['batch_size'\] must be an integer >= 1"),
         ({"epoch": 2}, r"^state_dict\['sizes'\] must be a list with one entry per epoch .*expected 3, got 2 entries$"),
-        ({"yielded": 3}, r"^state_dict\['sizes'\]\[1\] must hold the yielded=3 batches of the epoch in progress, got 2$"),
+        ({"yielded": 3}, r"^state_dict\['sizes'\]\[1\] must hold the yielded=3 batches of the epoch in progress, "
+                         r"got 2$"),
         ({"yielded": -1}, r"^state_dict\['yielded'\] must be an integer >= 0"),
         ({"sizes": [[[5, 5]], [[5, 2]]]}, r"^state_dict\['sizes'\]\[0\] serves more than the n_samples=23 samples"),
         ({"sizes": [[[5, 10**18]], [[5, 2]]]}, r"serves more than the n_samples=23 samples of an epoch$"),

@@ -106,8 +106,8 @@ class AdaptiveBatchSampler(Sampler[list[int]]):
     the size in force and what identifies the run, all plain JSON. The protocol
     is :class:`ScheduleBatchSampler`'s (torchdata's): ``load_state_dict``
     stores the position and the next ``iter()`` continues from it. A state
-    taken at the end of an epoch resumes with ``set_epoch(e + 1)`` or a plain
-    ``iter()``. A resumed sampler recording to the same path serves and records
+    taken after epoch e's last batch resumes with ``set_epoch(e + 1)`` (without
+    it, the first ``iter()`` finishes epoch e, yielding nothing). A resumed sampler recording to the same path serves and records
     what the uninterrupted run would: the record is a function of the state.
     A callable ``batch_size`` must then give the same sizes for the same steps
     (restore the trainer's own state with it). With a ``StatefulDataLoader``
