@@ -671,7 +671,7 @@ def test_schedule_dataset_refuses_data_changed_since_the_build(tmp_path):
 
 def test_schedule_dataset_refuses_a_dataset_schedgen_cannot_load(store):
     with pytest.raises(ParameterError, match=r"s\.zarr: the schedule was built on dataset 'toy', which schedgen "
-                                             r"cannot load \(expected one of digits, .* or npz:PATH\)$"):
+                                             r"cannot load \(expected one of digits, .* npz:PATH or array:DIR\)$"):
         schedule_dataset(store())
 
 

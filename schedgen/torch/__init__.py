@@ -19,6 +19,10 @@ does not load it. The samplers are batch samplers: use them as
   trainer's class losses and can record them to a store that
   :class:`ScheduleBatchSampler` replays exactly (see its docstring for the
   recording rule and the resume protocol).
+* :class:`AdaptiveBatchSampler` serves batches whose sizes the trainer picks as
+  it runs (``request()`` or a callable of the step), slices of a seeded
+  permutation, and can record them to a store that :class:`ScheduleBatchSampler`
+  replays exactly, ragged sizes included.
 
 The rest of this docstring describes :class:`ScheduleBatchSampler`.
 

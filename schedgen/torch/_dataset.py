@@ -146,7 +146,7 @@ def schedule_dataset(
     if name not in DATASETS and not name.startswith(("npz:", "array:")):
         online = isinstance(params, Mapping) and params.get("online") is True
         hint = (
-            "; an online learn2mix record names its data only through dataset_info: pass your own dataset, "
+            "; an online record (learn2mix or adaptive) names its data only through dataset_info: pass your own dataset, "
             "in the order of the labels the run was given, to ScheduleBatchSampler(..., dataset=...)"
             if online
             else ""
