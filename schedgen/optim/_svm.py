@@ -188,9 +188,8 @@ def solve_dual_qp(kappa: np.ndarray, epsilon: float, C: float, *, polish: bool =
     if s <= 0.0:  # every g is 0: the quadratic term vanishes and α = C maximises ε Σα
         alpha = np.full(n, C)
         return _QPSolution(alpha=alpha, objective=epsilon * C * n, kkt_residual=0.0, iterations=0)
-    Q = kappa
-    upper = C
-    s = epsilon
+    Q = kappa / s
+    upper = C * s / epsilon
     beta, iterations = _highs_box_qp(Q, upper, iteration_limit)
     residual = _kkt_residual(Q, beta, upper)
     if polish:
