@@ -39,7 +39,8 @@ from .methods.partners import pair_kind, parse_pair, partner_batches
 from .rng import MAX_WORD
 from .kernels import KERNELS
 from .kernels.backend import DEVICES
-from .params import check_choice, check_flag, check_int, check_real, parse_bandwidth, parse_float, parse_int
+from .params import (check_choice, check_flag, check_int, check_real, parse_approx, parse_bandwidth, parse_float,
+                     parse_int)
 from .store import FORMAT_VERSION, Schedule, read_schedule, remove_orphans, write_schedule
 
 __all__ = [
@@ -90,6 +91,10 @@ class BuildConfig:
     ``partner_size`` samples (default k) to any method's schedule
     (:mod:`schedgen.methods.partners`); ``partner_size`` without ``pair`` is refused.
 
+    ``approx`` (``"nystrom:M"``, stored canonical; None: exact) replaces the kernel by a
+    rank-M Nyström factor where a method can use one (``dpp``'s dual sampler); another
+    method refuses it.
+
     ``lock_timeout`` is how many seconds a build waits while another process builds
     the same store (None: forever); then it raises :class:`~schedgen.locks.LockTimeoutError`.
     """
@@ -115,6 +120,8 @@ class BuildConfig:
     batches_per_epoch: int | None = None
     # submodular
     submodular_normalize: bool = False
+    # a low-rank kernel instead of the exact one (dpp): None (exact) or "nystrom:M"
+    approx: str | None = None
     # partner batches (every method): see schedgen.methods.partners
     pair: str | None = None
     partner_size: int | None = None
@@ -143,6 +150,7 @@ class BuildConfig:
         if isinstance(bw, str) and bw.strip().lower() != "median":
             raise ParameterError(f"bandwidth must be 'median' or a positive number, got {bw!r}")
         object.__setattr__(self, "bandwidth", parse_bandwidth(bw))
+        object.__setattr__(self, "approx", parse_approx(self.approx))
         if self.pair is not None:
             object.__setattr__(self, "pair", parse_pair(self.pair))
         elif self.partner_size is not None:
@@ -290,10 +298,10 @@ def _slug(name: str) -> str:
 
 
 def store_name(dataset: str, split: str, method: str, k: int, params: dict, key: str) -> str:
-    """``<dataset>-<split>-<method>[-<solver>[-<kernel>]]-k<k>-<key[:16]>.zarr``.
+    """``<dataset>-<split>-<method>[-<solver>[-<kernel>]][-<approx>]-k<k>-<key[:16]>.zarr``.
 
-    An mmd store names its solver, and its kernel when it is not ``rbf``, and a store
-    with partner batches ``pair-<kind>`` (``pair-random``, ``pair-class-matched``,
+    An mmd store names its solver, and its kernel when it is not ``rbf``, a store of a
+    low-rank kernel its ``--approx`` (``nystrom500``), and a store with partner batches ``pair-<kind>`` (``pair-random``, ``pair-class-matched``,
     ``pair-shifted``), so that a listing tells stores of one dataset apart; the key
     part is the cache key (:func:`cache_key`), which the name's other parts do not change.
     """
@@ -302,6 +310,8 @@ def store_name(dataset: str, split: str, method: str, k: int, params: dict, key:
         parts.append(_slug(str(params["solver"])))
         if params.get("kernel", "rbf") != "rbf":
             parts.append(_slug(str(params["kernel"])))
+    if "approx" in params:  # e.g. nystrom500: a low-rank kernel's store beside the exact one
+        parts.append(_slug(str(params["approx"]).replace(":", "")))
     if "pair" in params:
         parts.append("pair-" + pair_kind(params["pair"]))
     return "-".join(parts + [f"k{k}", key[:16]]) + ".zarr"

@@ -155,6 +155,7 @@ def build(
     groups: Optional[str] = typer.Option(None, metavar="kmeans:C", help="learn2mix groups without labels: kmeans:C."),
     batches_per_epoch: Optional[str] = typer.Option(None, metavar="INTEGER", help="learn2mix batches per epoch (default ceil(N/k))."),
     submodular_normalize: bool = typer.Option(False, "--submodular-normalize", metavar=FLAG, help="submodular: the authors' code's per-term normalisation by the sum (cancels the weights)."),
+    approx: Optional[str] = typer.Option(None, metavar="nystrom:M", help="dpp: sample from a rank-M Nyström factor of the kernel (dual sampler, O(N·M) memory) instead of the exact N x N one; its measured error is printed."),
     pair: Optional[str] = typer.Option(None, metavar="random|class-matched|shifted[:S]", help="Add partner batches (ITRA), any method: random, class-matched (S1's class counts) or shifted:S (batch b+S of the epoch, S default 1)."),
     partner_size: Optional[str] = typer.Option(None, metavar="INTEGER", help="Samples per partner batch (default k; needs --pair)."),
     data_dir: Optional[Path] = typer.Option(None, metavar="DIR", help="Where dataset files live (default ~/.cache/schedgen/data)."),
@@ -176,7 +177,8 @@ def build(
             kernel=kernel, bandwidth=bandwidth, degree=degree, coef0=coef0,
             paper_coefficients=paper_coefficients, pca=pca, standardize=standardize, mixing_rate=mixing_rate,
             groups=groups, batches_per_epoch=batches_per_epoch,
-            submodular_normalize=submodular_normalize, pair=pair, partner_size=partner_size, data_dir=str(data_dir) if data_dir else None,
+            submodular_normalize=submodular_normalize, approx=approx, pair=pair, partner_size=partner_size,
+            data_dir=str(data_dir) if data_dir else None,
             download=download, out_dir=out_dir, force=force, device=device,
         )
         with _progress(f"{method} k={k}", quiet or as_json) as progress:
@@ -187,6 +189,13 @@ def build(
             human = (
                 f"built {result.path}: {result.n_batches} batches (k={result.k}, {result.n_epochs} epoch(s)) "
                 f"in {result.seconds:.1f} s, digest {result.digest[:16]}"
+            )
+        err = result.params.get("approx_error")
+        if isinstance(err, dict):  # --approx: the factor's measured error, also in --json's params
+            human += (
+                f"\n  --approx {result.params.get('approx')}: relative error of the kernel's row sums "
+                f"median {err['s_tot_median']:.2g}, max {err['s_tot_max']:.2g}, of the kernel (Frobenius) "
+                f"{err['frobenius']:.2g}, on {err['rows']} seeded rows"
             )
         _print(result.to_json(), as_json, human)
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["parse_int", "parse_float", "parse_bandwidth", "check_int", "check_real", "check_choice", "check_flag"]
+__all__ = ["parse_int", "parse_float", "parse_bandwidth", "parse_approx", "approx_landmarks", "check_int", "check_real",
+           "check_choice", "check_flag"]
 
 
 def _range_text(minimum, maximum) -> str:
@@ -116,3 +117,31 @@ def parse_bandwidth(value) -> str | float:
     if sigma <= 0:
         raise ParameterError(f"bandwidth must be {expected}, got {value!r}")
     return sigma
+
+
+_APPROX_EXPECTED = "'nystrom:M' with an integer M >= 1 (the number of landmarks)"
+
+
+def parse_approx(value) -> str | None:
+    """The canonical ``--approx`` text, ``"nystrom:M"`` (``" Nystrom:0500 "`` gives
+    ``"nystrom:500"``), or None (unset: exact).
+
+    Raises
+    ------
+    ParameterError
+        ``approx must be 'nystrom:M' with an integer M >= 1 (the number of landmarks), got {value!r}``.
+    """
+    if value is None:
+        return None
+    m = re.fullmatch(r"nystrom:\s*\+?(\d+)", value.strip().lower()) if isinstance(value, str) else None
+    if m is None or int(m.group(1)) < 1:
+        raise ParameterError(f"approx must be {_APPROX_EXPECTED}, got {value!r}")
+    return f"nystrom:{int(m.group(1))}"
+
+
+def approx_landmarks(value) -> int:
+    """M of an ``--approx nystrom:M`` text (see :func:`parse_approx`)."""
+    canonical = parse_approx(value)
+    if canonical is None:
+        raise ParameterError(f"approx must be {_APPROX_EXPECTED}, got None")
+    return int(canonical.split(":")[1])

@@ -433,3 +433,31 @@ def test_cli_unknown_kernel_writes_nothing(tmp_path):
     assert r.exit_code == 1
     assert r.stderr.strip() == "error: kernel must be one of 'rbf', 'poly', got 'foo'"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("method", ["mmd", "random", "learn2mix", "submodular"])
+def test_approx_refused_for_methods_without_it(tmp_path, method):
+    """--approx nystrom:M is dpp's for now (issue 15 adds mmd): any other method refuses it
+    with one line before any work, instead of building an exact schedule under its name."""
+    r = runner.invoke(app, ["build", "--method", method, "--approx", "nystrom:100", "--out-dir", str(tmp_path / "o")])
+    assert r.exit_code == 1, r.stdout + r.stderr
+    err = r.stderr.strip()
+    assert err == f"error: --approx applies only to --method dpp, got it with --method {method}" + \
+        (" (the default)" if method == "mmd" else "")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("text", ["nystrom", "nystrom:0", "nystrom:-3", "nystrom:1.5", "rff:100", ""])
+def test_bad_approx_text_refused_before_any_work(tmp_path, text):
+    r = runner.invoke(app, ["build", "--method", "dpp", "--approx", text, "--out-dir", str(tmp_path / "o")])
+    assert r.exit_code == 1
+    assert r.stderr.strip() == (f"error: approx must be 'nystrom:M' with an integer M >= 1 (the number of "
+                                f"landmarks), got {text!r}")
+    assert not (tmp_path / "o").exists()
+
+
+def test_approx_is_canonical_in_the_config():
+    from schedgen.build import BuildConfig
+
+    assert BuildConfig(method="dpp", approx=" Nystrom:0500 ").approx == "nystrom:500"
+    assert BuildConfig(method="dpp").approx is None

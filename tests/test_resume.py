@@ -239,3 +239,112 @@ def test_learn2mix_checkpoint_that_does_not_fit_is_ignored(tmp_path, digits, dam
     resumed = _l2m(X, y, checkpoint=Checkpoint(tmp_path / "c.npz", key="k1"), progress=lambda d, t: seen.append(d))
     assert seen[0] == 0
     assert resumed.indices.tobytes() == _l2m(X, y).indices.tobytes()
+
+
+# --------------------------------------------------------------------------- dpp: draws checkpointed
+
+_KILLABLE_DPP = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from schedgen.build import BuildConfig, build
+
+    out, cfg, kill_at = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+
+    def progress(done, total):
+        print(f"progress {done}", flush=True)
+        if done == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    r = build(BuildConfig(out_dir=out, **cfg), progress=progress)
+    print(json.dumps(r.to_json()), flush=True)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def small_npz(tmp_path_factory):
+    """300 samples of digits: k = 20 gives 15 draws an epoch, and eigh of 300 x 300 is instant."""
+    d = load_dataset("digits")
+    path = tmp_path_factory.mktemp("dpp") / "small.npz"
+    np.savez(path, X=d.X[:300], y=d.y[:300])
+    return f"npz:{path}"
+
+
+def _dpp_cfg(dataset, **extra) -> dict:
+    return dict(dataset=dataset, k=20, method="dpp", epochs=2, **extra)
+
+
+def _run_dpp(out, cfg: dict, kill_at: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, CHECKPOINT_SECONDS_ENV: "0"}  # a checkpoint after every draw
+    return subprocess.run([sys.executable, "-c", _KILLABLE_DPP, str(out), json.dumps(cfg), str(kill_at)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("extra, kill_points", [
+    ({}, [15, 22]),  # 15 draws an epoch: 15 ends the first epoch, 22 is inside the second
+    ({"approx": "nystrom:60"}, [9]),  # the dual sampler on a Nyström factor
+])
+def test_sigkilled_dpp_build_resumes_to_the_same_digest(tmp_path, small_npz, extra, kill_points):
+    cfg = _dpp_cfg(small_npz, **extra)
+    reference = build(BuildConfig(out_dir=tmp_path / "ref", **cfg))
+    out = tmp_path / "out"
+    for kill_at in kill_points:
+        killed = _run_dpp(out, cfg, kill_at)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert _progress(killed.stdout)[-1] == kill_at
+        assert not list(out.glob("*.zarr")), "a killed build left a store under a final name"
+        partial = checkpoint_path(out / reference.path.name)
+        assert partial.is_file(), "the killed build left no checkpoint"
+        resumed = _run_dpp(out, cfg, kill_at=-1)
+        assert resumed.returncode == 0, resumed.stderr
+        seen = _progress(resumed.stdout)
+        assert seen[0] == kill_at, f"the rerun started at draw {seen[0]}, not where the kill left it ({kill_at})"
+        result = json.loads(resumed.stdout.splitlines()[-1])
+        assert result["cache_hit"] is False and result["digest"] == reference.digest
+        assert not partial.exists() and not partial.parent.exists(), "the checkpoint outlived the store"
+        shutil.rmtree(out / reference.path.name)
+
+
+@pytest.mark.parametrize("stop_at", [1, 14, 15, 16, 29])
+def test_dpp_interrupted_anywhere_resumes_to_the_same_bytes(tmp_path, small_npz, stop_at, monkeypatch):
+    """In process: an exception after draw ``stop_at`` (epoch ends at 15 and 30), then a rerun."""
+    monkeypatch.setenv(CHECKPOINT_SECONDS_ENV, "0")
+    cfg = _dpp_cfg(small_npz)
+    reference = build(BuildConfig(out_dir=tmp_path / "ref", **cfg))
+
+    def stopper(done, total):
+        if done == stop_at:
+            raise Stop
+
+    with pytest.raises(Stop):
+        build(BuildConfig(out_dir=tmp_path / "out", **cfg), progress=stopper)
+    seen = []
+    r = build(BuildConfig(out_dir=tmp_path / "out", **cfg), progress=lambda d, t: seen.append(d))
+    assert seen[0] == stop_at and r.digest == reference.digest
+
+
+def test_dpp_checkpoint_that_does_not_fit_is_ignored(tmp_path, small_npz):
+    """A dpp checkpoint of another shape (or with a key missing) is not this run's: start afresh."""
+    import schedgen.build as build_mod
+    from schedgen.methods import get_method
+
+    cfg = _dpp_cfg(small_npz)
+    reference = build(BuildConfig(out_dir=tmp_path / "ref", **cfg))
+    config = BuildConfig(out_dir=tmp_path / "out", **cfg)
+    _, key, path = build_mod._locate(config, get_method("dpp"), load_dataset(small_npz), tmp_path / "out")
+    n = 300
+    good = {"batch": np.int64(3), "indices": np.zeros(60, np.int64), "mmd2": np.zeros(3), "seen": np.zeros(n, bool),
+            "sA": np.zeros(n), "S_AA": np.float64(0)}
+    Checkpoint(checkpoint_path(path), key=key).save(good)
+    seen = []
+    r = build(config, progress=lambda d, t: seen.append(d))
+    assert seen[0] == 3  # the control: this checkpoint is taken (its arrays are not a real run's, hence no digest check)
+    shutil.rmtree(r.path)
+    for bad in ({**good, "indices": np.zeros(40, np.int64)}, {**good, "sA": np.zeros(5)},
+                {**good, "batch": np.int64(30)}, {k: v for k, v in good.items() if k != "seen"},
+                {**good, "indices": np.full(60, n, np.int64)}):
+        Checkpoint(checkpoint_path(path), key=key).save(bad)
+        seen = []
+        r = build(config, progress=lambda d, t: seen.append(d))
+        assert seen[0] == 0 and r.digest == reference.digest
+        shutil.rmtree(r.path)
