@@ -6,11 +6,13 @@ seeded Gaussian mixture, with its mixture component as the label (the submodular
 proxy learns labels), written to an npz; each build runs ``schedgen.build.build`` in a fresh
 process that reports its own peak RSS. k = 50, one epoch. A build that schedgen refuses
 (the exact DPP sampler where the N x N eigendecomposition does not fit in memory) is
-reported with its one-line error.
+reported with its one-line error. ``dpp:nystrom:M`` is ``--method dpp --approx nystrom:M``
+(the dual sampler on a rank-M Nyström factor); its row also gives the factor's measured
+error (``approx_error``, as the store records it).
 
 Usage::
 
-    python benchmarks/baselines_scale.py [--n 73257] [--methods random,submodular,dpp]
+    python benchmarks/baselines_scale.py [--n 73257] [--methods random,submodular,dpp,dpp:nystrom:500]
 
 Writes ``benchmarks/results/baselines_scale.json`` (``--out`` to change).
 """
@@ -48,9 +50,12 @@ def worker(npz: str, method: str, k: int, out_dir: str) -> dict:
     from schedgen.errors import SchedgenError
 
     t0 = time.perf_counter()
+    method, _, approx = method.partition(":")  # "dpp:nystrom:500" -> dpp with --approx nystrom:500
     try:
-        r = build(BuildConfig(dataset=f"npz:{npz}", method=method, k=k, out_dir=out_dir))
+        r = build(BuildConfig(dataset=f"npz:{npz}", method=method, k=k, out_dir=out_dir, approx=approx or None))
         out = {"seconds": time.perf_counter() - t0, "n_batches": r.n_batches, "digest": r.digest}
+        if "approx_error" in r.params:
+            out["approx_error"] = r.params["approx_error"]
     except SchedgenError as exc:
         out = {"refused": str(exc)}
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -61,7 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=73_257)
     ap.add_argument("--k", type=int, default=50)
-    ap.add_argument("--methods", default="random,submodular,dpp")
+    ap.add_argument("--methods", default="random,submodular,dpp,dpp:nystrom:500")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -82,7 +87,10 @@ def main() -> None:
             r = {"method": method, **json.loads(proc.stdout.strip().splitlines()[-1])}
             rows.append(r)
             what = f"{r['seconds']:8.1f} s" if "seconds" in r else "refused: " + r["refused"]
-            print(f"N={args.n} k={args.k} {method:<11} {what}  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+            if "approx_error" in r:
+                e = r["approx_error"]
+                what += f"  (s_tot rel. error median {e['s_tot_median']:.2g}, max {e['s_tot_max']:.2g})"
+            print(f"N={args.n} k={args.k} {method:<16} {what}  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     out = {"benchmark": "baselines_scale", "n": args.n, "k": args.k, "rows": rows,
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
                        "load_average": list(os.getloadavg())}}
