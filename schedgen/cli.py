@@ -296,20 +296,20 @@ def export(
 
 @app.command(cls=_Command)
 def plot(
-    path: str = typer.Argument(..., metavar="PATH", help=STORE_HELP),
+    paths: list[str] = typer.Argument(..., metavar="PATH...", help=STORE_HELP + " Several (mmd, dpp, submodular, random stores of one dataset and k): their first epochs' prefix MMD² on one axes."),
     output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="File to write: .png, .pdf or .svg (the format follows the extension)."),
-    baseline: bool = typer.Option(True, "--baseline/--no-baseline", metavar=FLAG, help="MMD: also draw a seeded random order (needs the dataset)."),
-    seed: str = typer.Option("0", metavar="INTEGER", help="Seed of the random baseline."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", metavar=FLAG, help="One store: also draw a seeded random order (needs the dataset)."),
+    seed: Optional[str] = typer.Option(None, metavar="INTEGER", help="One store: seed of the random baseline (default 0)."),
     data_dir: Optional[Path] = typer.Option(None, metavar="DIR", help="Where the dataset files live."),
     force: bool = typer.Option(False, "--force", metavar=FLAG, help="Replace an existing file."),
     as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print one JSON object."),
 ) -> None:
-    """Draw a schedule: per-batch MMD² (mmd) or class proportions and losses per epoch (learn2mix)."""
-    from .plot import plot_schedule
+    """Draw a schedule: per-batch MMD² (mmd, dpp, submodular) or class proportions and losses per epoch (learn2mix); several stores: their MMD² curves overlaid."""
+    from .plot import plot_stores
 
     with _edge():
-        r = plot_schedule(path, output, data_dir=str(data_dir) if data_dir else None, baseline=baseline, seed=seed,
-                          overwrite=force)
+        r = plot_stores(paths, output, data_dir=str(data_dir) if data_dir else None, baseline=baseline, seed=seed,
+                        overwrite=force)
         summary = ", ".join(f"{k} {v:.3g}" if v is not None else f"{k} undefined"
                             for k, v in r.series.items() if v is None or isinstance(v, float))
         _print({"path": str(r.path), "method": r.method, **r.series}, as_json, f"wrote {r.path}" + (f" ({summary})" if summary else ""))

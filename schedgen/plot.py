@@ -37,7 +37,7 @@ from .store import Schedule, read_schedule
 __all__ = [
     "PlotResult", "plot_schedule", "draw_schedule", "plot_format", "order_mmd2", "random_baseline_mmd2",
     "OverlayCurve", "overlay_curves", "draw_schedules", "plot_schedules", "BASELINE_STREAM", "PLOT_FORMATS",
-    "RECORDED_METHODS",
+    "RECORDED_METHODS", "plot_stores",
 ]
 
 #: Output formats, chosen by the output's extension.
@@ -513,3 +513,28 @@ def plot_schedules(paths: Sequence, out, *, data_dir=None, overwrite: bool = Fal
     fig, series = draw_schedules([read_schedule(p) for p in paths], names=[str(p) for p in paths], data_dir=data_dir)
     _save(fig, out, fmt)
     return PlotResult(path=out, method="overlay", series=series)
+
+
+def plot_stores(
+    paths: Sequence, out, *, data_dir=None, baseline: bool = True, seed: int | str | None = None,
+    overwrite: bool = False,
+) -> PlotResult:
+    """``schedgen plot``: one store as :func:`plot_schedule`, several as :func:`plot_schedules`.
+
+    ``seed`` (default 0) and ``baseline=False`` shape the one-store plot's random baseline; with
+    several stores they are refused, since the overlay draws only the stores given (add a
+    ``random`` store to draw a random order beside them).
+    """
+    paths = list(paths)
+    if not paths:
+        raise ParameterError("plot needs at least one store, got none")
+    if len(paths) == 1:
+        return plot_schedule(paths[0], out, data_dir=data_dir, baseline=baseline,
+                             seed=0 if seed is None else seed, overwrite=overwrite)
+    if seed is not None or not baseline:
+        given = "--seed" if seed is not None else "--no-baseline"
+        raise ParameterError(
+            f"{given} applies to a plot of one store; with several stores ({len(paths)} given) give a "
+            "random store among them to draw a random order"
+        )
+    return plot_schedules(paths, out, data_dir=data_dir, overwrite=overwrite)

@@ -560,3 +560,21 @@ def test_list_verify_all_ok_and_unreadable_rows(tmp_path):
     rows = list_schedules(tmp_path, verify=True)
     assert [row["verified"] for row in rows] == [True, False] and "error" in rows[1]
     assert "verified" not in list_schedules(tmp_path)[0]
+
+
+def test_cli_overlays_several_stores_and_refuses_one_store_options(overlay_stores, tmp_path):
+    paths = [overlay_stores[m] for m in ("mmd", "dpp", "submodular", "random")]
+    out = tmp_path / "cli-overlay.png"
+    r = run("plot", *paths, "-o", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["method"] == "overlay" and out.exists()
+    assert set(got) >= {"mmd", "dpp", "submodular", "random"}
+    assert got == {"path": str(out), "method": "overlay", **plot_schedules(paths, tmp_path / "api.png").series}
+    for extra in (["--seed", "3"], ["--no-baseline"]):
+        r = run("plot", *paths, "-o", tmp_path / "x.png", *extra)
+        one_line_error(r, extra[0], "applies to a plot of one store")
+        assert not (tmp_path / "x.png").exists()
+    # One store still takes them.
+    r = run("plot", overlay_stores["dpp"], "-o", tmp_path / "one.png", "--seed", "3")
+    assert r.exit_code == 0, r.stderr
