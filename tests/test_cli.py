@@ -329,7 +329,7 @@ def test_build_help_flags_take_no_value_and_numbers_say_so():
         assert re.search(rf"{opt}\s+{metavar}\s", out), (opt, out)
     plot = runner.invoke(app, ["plot", "--help"], env=_HELP_ENV).stdout
     assert re.search(r"--force\s+Replace an existing file", plot) and re.search(r"--seed\s+INTEGER\s", plot)
-    assert re.search(r"--no-baseline\s+MMD: also draw", plot)
+    assert re.search(r"--no-baseline\s+One store: also draw", plot)
     ls = runner.invoke(app, ["list", "--help"], env=_HELP_ENV).stdout
     assert re.search(r"--verify\s+Also read every store", ls)
 
