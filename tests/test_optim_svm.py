@@ -323,6 +323,45 @@ def test_loose_bound_rule(rule):
     assert res2.C == pytest.approx(0.2) and sampler.requests == [16, 32] and u.C == pytest.approx(0.02)
 
 
+def test_with_the_adaptive_sampler_the_doubled_batches_are_served_and_replayed(tmp_path):
+    from schedgen.torch import AdaptiveBatchSampler, ScheduleBatchSampler
+
+    X, Y = batch(n=40, seed=7)
+    sampler = AdaptiveBatchSampler(40, 8, seed=3, record=tmp_path / "run.zarr")
+    u = SVMUpdate(mlp(), threshold=0.0, sampler=sampler, max_batch_size=32)
+    served = []
+    for idx in sampler:
+        served.append(list(idx))
+        u.step(X[idx], Y[idx])
+    assert [len(b) for b in served] == [8, 16, 16]  # 8, then 16, then 32 asked with 16 left
+    assert sampler.batch_size == 32 and u.C == pytest.approx(1e-3)
+    assert list(ScheduleBatchSampler(tmp_path / "run.zarr")) == served
+
+
+def test_the_size_doubled_is_the_samplers_not_the_short_batchs():
+    sampler = StandInSampler(20)  # e.g. the short last batch of an epoch: 8 served, 20 in force
+    u = SVMUpdate(mlp(), threshold=0.0, sampler=sampler)
+    u.step(*batch(n=8))
+    assert sampler.requests == [40]
+    sampler.batch_size = 5  # the trainer changed it meanwhile: the sampler's word counts
+    u.step(*batch(n=8))
+    assert sampler.requests == [40, 10]
+
+
+class _Refusing(StandInSampler):
+    def request(self, size):
+        raise ParameterError(f"size too large, got {size}")
+
+
+def test_a_refused_request_changes_nothing():
+    model = mlp()
+    u = SVMUpdate(model, threshold=0.0, rule="pseudocode", sampler=_Refusing(8))
+    w0, state = flat(model), u.state_dict()
+    with pytest.raises(ParameterError, match="size too large, got 16"):
+        u.step(*batch(n=8))
+    assert torch.equal(flat(model), w0) and u.state_dict() == state
+
+
 def test_tight_bound_changes_nothing_and_caps():
     model = mlp()
     x, y = batch(n=8)

@@ -29,7 +29,7 @@ the text, this module collects every gradient of the batch and solves once.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Real
 from typing import Any
 
@@ -39,7 +39,7 @@ import torch
 from ..errors import DataError, ParameterError
 from ..params import check_choice, check_flag, check_int, check_real
 
-__all__ = ["SVMUpdate", "SVMStepResult", "QPSolveError", "solve_dual_qp"]
+__all__ = ["SVMUpdate", "SVMStepResult", "QPSolveError", "DualQPSolution", "solve_dual_qp"]
 
 RULES = ("text", "pseudocode")
 # Entries of the scaled Hessian (mean diagonal 1) at or below this are dropped: HiGHS
@@ -55,10 +55,24 @@ class QPSolveError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class _QPSolution:
-    alpha: np.ndarray  # (n,) float64
-    objective: float  # ε Σα − ½ αᵀκα
-    kkt_residual: float  # relative to ε (see _kkt_residual)
+class DualQPSolution:
+    """What :func:`solve_dual_qp` returns.
+
+    Attributes
+    ----------
+    alpha : array of shape (n,)
+        The maximiser, float64; bounded entries exactly 0 or C.
+    objective : float
+        ``ε Σα − ½ αᵀκα`` at ``alpha``.
+    kkt_residual : float
+        Worst KKT violation in units of ε (see ``_kkt_residual``).
+    iterations : int
+        HiGHS's active-set QP iterations.
+    """
+
+    alpha: np.ndarray
+    objective: float
+    kkt_residual: float
     iterations: int
 
 
@@ -157,7 +171,7 @@ def _highs_box_qp(Q: np.ndarray, upper: float, iteration_limit: int | None) -> t
 
 
 def solve_dual_qp(kappa: np.ndarray, epsilon: float, C: float, *, polish: bool = True,
-                  iteration_limit: int | None = None) -> _QPSolution:
+                  iteration_limit: int | None = None) -> DualQPSolution:
     """``argmax ε Σα − ½ αᵀκα`` s.t. ``0 ≤ α ≤ C``, with HiGHS.
 
     Scaled first: with ``s = tr κ / n`` and ``α = (ε/s) β``, it is
@@ -187,7 +201,7 @@ def solve_dual_qp(kappa: np.ndarray, epsilon: float, C: float, *, polish: bool =
     s = float(np.trace(kappa)) / n
     if s <= 0.0:  # every g is 0: the quadratic term vanishes and α = C maximises ε Σα
         alpha = np.full(n, C)
-        return _QPSolution(alpha=alpha, objective=epsilon * C * n, kkt_residual=0.0, iterations=0)
+        return DualQPSolution(alpha=alpha, objective=epsilon * C * n, kkt_residual=0.0, iterations=0)
     Q = kappa / s
     upper = C * s / epsilon
     beta, iterations = _highs_box_qp(Q, upper, iteration_limit)
@@ -201,7 +215,7 @@ def solve_dual_qp(kappa: np.ndarray, epsilon: float, C: float, *, polish: bool =
     # Bounded variables exactly at C (``C·s/ε·ε/s`` may be off by an ulp).
     alpha = np.where(beta >= upper, C, beta * (epsilon / s))
     objective = epsilon * float(alpha.sum()) - 0.5 * float(alpha @ kappa @ alpha)
-    return _QPSolution(alpha=alpha, objective=objective, kkt_residual=residual, iterations=iterations)
+    return DualQPSolution(alpha=alpha, objective=objective, kkt_residual=residual, iterations=iterations)
 
 
 # --------------------------------------------------------------------------- the update
@@ -282,8 +296,11 @@ class SVMUpdate:
 
     Size. The QP has ``ℓK`` variables and a dense ``ℓK × ℓK`` Hessian, and the
     per-sample Jacobian holds ``ℓ·K·P`` numbers (``P`` trainable parameters), so it is
-    meant for small models and batches: ``ℓK`` up to a few thousand (64 × 10 = 640 is
-    about 0.1 s per QP here, plus ``(ℓK)²·P`` multiply-adds for κ in float64).
+    meant for small models and batches: ``ℓK`` up to a few thousand. Measured on a
+    shared 2-core machine: 64 samples of a 10-class MLP with 2,442 weights (640 QP
+    variables) take about 0.4 s a step -- HiGHS ~0.13 s (~850 active-set iterations),
+    the polish ~0.08 s, κ (``(ℓK)²·P`` multiply-adds in float64) ~0.1 s -- against
+    ~0.5 ms for an SGD step of the same batch.
 
     Parameters
     ----------
@@ -474,23 +491,24 @@ class SVMUpdate:
         """
         res = self.solve(x, y)
         current = self._current_batch_size(res.batch_size)
-        self.batch_size = current
         apply = not res.loose or self.rule == "pseudocode"
         requested = None
-        if apply:
-            self._apply(res.delta)
-            self.n_applied += 1
         if res.loose:
-            self.n_loose += 1
             requested = current * self.batch_growth
             if self.max_batch_size is not None:
                 requested = min(requested, self.max_batch_size)
+            if self.sampler is not None:  # first: if the sampler refuses, nothing has changed
+                self.sampler.request(requested)
+        if apply:
+            self._apply(res.delta)
+            self.n_applied += 1
+        self.batch_size = current
+        if res.loose:
+            self.n_loose += 1
             self.batch_size = self.requested_batch_size = requested
             self.C *= self.c_decay
-            if self.sampler is not None:
-                self.sampler.request(requested)
         self.steps += 1
-        self.last = SVMStepResult(**{**res.__dict__, "applied": apply, "requested_batch_size": requested})
+        self.last = replace(res, applied=apply, requested_batch_size=requested)
         self.last_bound = res.bound
         return self.last
 
