@@ -5,7 +5,9 @@
 * :class:`SVMUpdate` — the SVM-generalised update: per batch, a box-constrained dual QP
   over every output's per-sample gradient, solved with HiGHS; it asks for a doubled batch
   when its bound is loose (serve those batches with
-  :class:`schedgen.torch.AdaptiveBatchSampler` so the run can be replayed).
+  :class:`schedgen.torch.AdaptiveBatchSampler` so the run can be replayed). Each
+  ``step`` returns an :class:`SVMStepResult`; a QP HiGHS cannot solve raises
+  :class:`QPSolveError`.
 
 Like :mod:`schedgen.torch`, this package imports :mod:`torch`; ``import schedgen`` does
 not load it.
@@ -20,6 +22,6 @@ from .._optional import import_torch
 torch = import_torch("schedgen.optim")
 
 from ._sbs import StochasticBatchSizeSGD  # noqa: E402
-from ._svm import SVMUpdate  # noqa: E402
+from ._svm import QPSolveError, SVMStepResult, SVMUpdate  # noqa: E402
 
-__all__ = ["SVMUpdate", "StochasticBatchSizeSGD"]
+__all__ = ["QPSolveError", "SVMStepResult", "SVMUpdate", "StochasticBatchSizeSGD"]
