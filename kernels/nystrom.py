@@ -20,6 +20,11 @@ fitted on when N exceeds ``fit_rows``); the rows an error is measured on come fr
 first child stream, ``rng(seed, "nystrom").spawn(1)[0]``, so that they do not depend on
 how the landmarks were drawn.
 
+:class:`ShrinkingFactor` serves the MMD selection loop's row sums from Φ (``--approx
+nystrom:M`` of ``--method mmd``): ``s_tot = Φ(Φᵀ1)`` and ``s_P = Φ_Q (Σ_{j∈P} φ_j)``
+for the samples Q not scheduled yet, one GEMV of N·M a step instead of an (N × k)
+kernel block.
+
 Host (NumPy) only: device arrays are brought to the host first.
 """
 
@@ -43,6 +48,7 @@ from .families import Kernel, as_float_matrix
 __all__ = [
     "NystromFactor",
     "NystromError",
+    "ShrinkingFactor",
     "kmeans_landmarks",
     "nystrom_features",
     "nystrom",
@@ -71,6 +77,9 @@ ERROR_ROWS = 2000
 # Rows of X per block of Φ, and of exact float64 columns per pass of the error's row sums.
 _BLOCK_ROWS = 2048
 _ERROR_COLS = 32768
+# Rows per GEMV task of ShrinkingFactor, and the dead fraction of its rows that triggers a compaction.
+_SHRINK_ROWS = 8192
+_DEAD_FRACTION = 0.125
 
 
 @dataclass(frozen=True)
@@ -303,3 +312,129 @@ def nystrom_error(
     K_SS = gram(kernel, XS, np.arange(r), np.arange(r), n_jobs=n_jobs)
     frob = float(np.linalg.norm(K_SS - P_SS) / np.linalg.norm(K_SS))
     return NystromError(s_tot_median=float(np.median(rel)), s_tot_max=float(rel.max()), frobenius=frob, rows=r)
+
+
+class ShrinkingFactor:
+    """The rows of Φ of a set of samples that only shrinks, for products ``Φ_live · v``.
+
+    The selection loop of ``--method mmd --approx nystrom:M`` keeps
+    ``s_P(i) = φ_iᵀ a`` with ``a = Σ_{j∈P} φ_j`` for every i not scheduled yet: one
+    :meth:`matvec` of N·M a step. Removed rows are only marked dead until more than
+    1/8 of the rows are, then the live rows are moved up *in place* (row blocks, in
+    increasing order: a block's sources lie at or after its destination), so Φ's
+    memory is never copied whole and the GEMVs waste at most 1/8 of their work.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n_samples, n_landmarks), float64, C-contiguous
+        Φ. **Taken over and overwritten** (compacted in place); pass a copy to keep it.
+    n_jobs : int, optional
+        Worker threads for the GEMVs (default: the usable CPUs). Does not change results:
+        each task is a fixed block of rows (a function of the layout, which is a function
+        of the removals) computed with BLAS pinned to one thread.
+
+    Notes
+    -----
+    "Position" p is the p-th live sample, in the order of the rows of ``features``
+    (the selection loop's Q order), as :class:`~schedgen.kernels.WorkingSet` counts them.
+    """
+
+    def __init__(self, features: np.ndarray, *, n_jobs: int | None = None) -> None:
+        if not (isinstance(features, np.ndarray) and features.ndim == 2 and features.dtype == np.float64
+                and features.flags.c_contiguous and features.flags.writeable):
+            raise ParameterError(
+                "features must be a writeable C-contiguous float64 array of shape (n_samples, n_landmarks), got "
+                + (f"{features.dtype} of shape {features.shape}" if isinstance(features, np.ndarray)
+                   else type(features).__name__)
+            )
+        if not np.isfinite(features).all():
+            raise ParameterError("features must hold finite values only, got NaN or infinity")
+        self._Phi = features
+        self._rows = features.shape[0]  # rows in use (live and dead): Φ[:rows]
+        self._alive = np.ones(self._rows, dtype=bool)
+        self._dead = 0
+        self._n_jobs = n_jobs
+
+    @property
+    def n(self) -> int:
+        """Number of live rows."""
+        return self._rows - self._dead
+
+    @property
+    def rank(self) -> int:
+        """M, the number of columns of Φ."""
+        return int(self._Phi.shape[1])
+
+    def _blocks(self) -> range:
+        return range(0, self._rows, _SHRINK_ROWS)
+
+    def column_sum(self) -> np.ndarray:
+        """``Σ_{live i} φ_i`` (float64 of shape (M,)): block sums added in block order."""
+        parts = np.zeros((len(self._blocks()), self.rank))
+        alive, Phi, rows = self._alive, self._Phi, self._rows
+
+        def task(t, state):
+            r0 = t * _SHRINK_ROWS
+            r1 = min(r0 + _SHRINK_ROWS, rows)
+            blk, live = Phi[r0:r1], alive[r0:r1]
+            parts[t] = (blk if live.all() else blk[live]).sum(axis=0)
+
+        run_tasks(task, range(len(parts)), lambda: None, self._n_jobs)
+        out = np.zeros(self.rank)
+        for row in parts:  # in block order: the bits do not depend on which thread ran which block
+            out += row
+        return out
+
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        """``Φ_live · v`` (float64 of shape (n_live,)), one GEMV per fixed row block."""
+        v = np.ascontiguousarray(v, dtype=np.float64)
+        if v.shape != (self.rank,):
+            raise ParameterError(f"v must have shape ({self.rank},), got {v.shape}")
+        rows, Phi = self._rows, self._Phi
+        out = np.empty(rows)
+
+        def task(r0, state):
+            r1 = min(r0 + _SHRINK_ROWS, rows)
+            np.matmul(Phi[r0:r1], v, out=out[r0:r1])
+
+        run_tasks(task, self._blocks(), lambda: None, self._n_jobs)
+        return out if self._dead == 0 else out[self._alive[: self._rows]]
+
+    def _slots(self, positions: np.ndarray) -> np.ndarray:
+        pos = np.asarray(positions)
+        if pos.ndim != 1 or not (pos.size == 0 or pos.dtype.kind in "iu"):
+            raise ParameterError(f"positions must be a 1-D integer array, got dtype {pos.dtype} and shape {pos.shape}")
+        if pos.size and (pos.min() < 0 or pos.max() >= self.n):
+            raise ParameterError(f"positions must lie in [0, {self.n}), got values from {pos.min()} to {pos.max()}")
+        slots = np.flatnonzero(self._alive)[pos] if self._dead else pos.astype(np.int64)
+        if np.unique(slots).size != slots.size:
+            raise ParameterError("positions must be distinct, got a repeated position")
+        return slots
+
+    def rows_sum(self, positions) -> np.ndarray:
+        """``Σ_r φ_{positions[r]}`` over live positions, rows added in the given order (float64 (M,))."""
+        slots = self._slots(positions)
+        out = np.zeros(self.rank)
+        for s in slots.tolist():
+            out += self._Phi[s]
+        return out
+
+    def remove(self, positions) -> None:
+        """Drop the live rows at ``positions``; compact in place past 1/8 dead rows."""
+        slots = self._slots(positions)
+        if slots.size == 0:
+            return
+        self._alive[slots] = False
+        self._dead += slots.size
+        if self._dead > _DEAD_FRACTION * self._rows:
+            src = np.flatnonzero(self._alive)
+            Phi = self._Phi
+            # Destination block [t0, t1) reads rows src[t0:t1] >= t0, which no earlier block has
+            # written (they write below t0), and the fancy index copies them before the write.
+            for t0 in range(0, src.size, _SHRINK_ROWS):
+                part = src[t0 : t0 + _SHRINK_ROWS]
+                if part[0] != t0 or part[-1] != t0 + part.size - 1:
+                    Phi[t0 : t0 + part.size] = Phi[part]
+            self._rows = int(src.size)
+            self._alive = np.ones(self._rows, dtype=bool)
+            self._dead = 0

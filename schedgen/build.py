@@ -92,8 +92,8 @@ class BuildConfig:
     (:mod:`schedgen.methods.partners`); ``partner_size`` without ``pair`` is refused.
 
     ``approx`` (``"nystrom:M"``, stored canonical; None: exact) replaces the kernel by a
-    rank-M Nyström factor where a method can use one (``dpp``'s dual sampler); another
-    method refuses it.
+    rank-M Nyström factor where a method can use one (``dpp``'s dual sampler, ``mmd``'s
+    row sums); another method refuses it.
 
     ``lock_timeout`` is how many seconds a build waits while another process builds
     the same store (None: forever); then it raises :class:`~schedgen.locks.LockTimeoutError`.
@@ -120,7 +120,7 @@ class BuildConfig:
     batches_per_epoch: int | None = None
     # submodular
     submodular_normalize: bool = False
-    # a low-rank kernel instead of the exact one (dpp): None (exact) or "nystrom:M"
+    # a low-rank kernel instead of the exact one (dpp, mmd): None (exact) or "nystrom:M"
     approx: str | None = None
     # partner batches (every method): see schedgen.methods.partners
     pair: str | None = None

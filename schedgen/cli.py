@@ -155,7 +155,7 @@ def build(
     groups: Optional[str] = typer.Option(None, metavar="kmeans:C", help="learn2mix groups without labels: kmeans:C."),
     batches_per_epoch: Optional[str] = typer.Option(None, metavar="INTEGER", help="learn2mix batches per epoch (default ceil(N/k))."),
     submodular_normalize: bool = typer.Option(False, "--submodular-normalize", metavar=FLAG, help="submodular: the authors' code's per-term normalisation by the sum (cancels the weights)."),
-    approx: Optional[str] = typer.Option(None, metavar="nystrom:M", help="dpp: sample from a rank-M Nyström factor of the kernel (dual sampler, O(N·M) memory) instead of the exact N x N one; its measured error is printed."),
+    approx: Optional[str] = typer.Option(None, metavar="nystrom:M", help="Use a rank-M Nyström factor of the kernel (k-means landmarks, O(N·M) memory): dpp samples from it (dual sampler) instead of the exact N x N kernel; mmd takes its row sums from it (no N² pass; batch MMD² of the factor's kernel). Its measured error is printed."),
     pair: Optional[str] = typer.Option(None, metavar="random|class-matched|shifted[:S]", help="Add partner batches (ITRA), any method: random, class-matched (S1's class counts) or shifted:S (batch b+S of the epoch, S default 1)."),
     partner_size: Optional[str] = typer.Option(None, metavar="INTEGER", help="Samples per partner batch (default k; needs --pair)."),
     data_dir: Optional[Path] = typer.Option(None, metavar="DIR", help="Where dataset files live (default ~/.cache/schedgen/data)."),

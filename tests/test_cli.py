@@ -435,15 +435,14 @@ def test_cli_unknown_kernel_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("method", ["mmd", "random", "learn2mix", "submodular"])
+@pytest.mark.parametrize("method", ["random", "learn2mix", "submodular"])
 def test_approx_refused_for_methods_without_it(tmp_path, method):
-    """--approx nystrom:M is dpp's for now (issue 15 adds mmd): any other method refuses it
+    """--approx nystrom:M is dpp's and mmd's (issue 15): any other method refuses it
     with one line before any work, instead of building an exact schedule under its name."""
     r = runner.invoke(app, ["build", "--method", method, "--approx", "nystrom:100", "--out-dir", str(tmp_path / "o")])
     assert r.exit_code == 1, r.stdout + r.stderr
     err = r.stderr.strip()
-    assert err == f"error: --approx applies only to --method dpp, got it with --method {method}" + \
-        (" (the default)" if method == "mmd" else "")
+    assert err == f"error: --approx applies only to --method dpp or --method mmd, got it with --method {method}"
     assert not (tmp_path / "o").exists()
 
 

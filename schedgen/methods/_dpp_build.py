@@ -18,12 +18,10 @@ import numpy as np
 from ..data import Dataset
 from ..errors import ParameterError
 from ..kernels import gram, make_kernel, pinned_blas, sq_norms
-from ..kernels.nystrom import ERROR_ROWS, nystrom, nystrom_error
 from ..mmd2 import grow_prefix_sum, split_mmd2
-from ..params import approx_landmarks
 from ..rng import rng
 from ._base import MethodOutput, feature_spec
-from ._mmd_build import cached_features, cached_row_sums
+from ._mmd_build import cached_features, cached_row_sums, nystrom_factor
 
 __all__ = ["run_dpp", "esp_table", "sample_kdpp", "inclusion_probabilities", "spectrum", "dual_spectrum"]
 
@@ -226,14 +224,11 @@ def run_dpp(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
         exact = _DenseColumns(L)
         what = "the kernel matrix has"
     else:
-        m = approx_landmarks(cfg.approx)
-        factor = nystrom(kernel, X, m, seed=cfg.seed)
-        err = nystrom_error(kernel, X, factor.features, seed=cfg.seed, n_rows=ERROR_ROWS)
+        factor, recorded = nystrom_factor(cfg, kernel, X)
         lam, V = dual_spectrum(factor.features, overwrite=True)  # Φ's memory now holds V
         s_tot = cached_row_sums(kernel, X, fingerprint=ds.fingerprint,
                                 feature_params=feature_spec(cfg).params(ds.n_features), cache_dir=cache_dir)[0]
         exact = _KernelColumns(kernel, X)
-        recorded = {"approx_rank": factor.rank, "approx_error": err.params()}
         what = f"the Nyström factor of --approx {cfg.approx} has"
     rank = int(np.count_nonzero(lam))
     if rank < k:

@@ -9,6 +9,10 @@ the N^2 pass:
 
 * ``features-<key>.npy``: the fitted feature matrix (after scaling/PCA);
 * ``rowsums-<key>.npz``: ``s_tot`` and ``neg_tot`` for the kernel.
+
+With ``--approx nystrom:M`` no row sums are computed or cached: the Nyström factor
+(:func:`nystrom_factor`, recomputed per build: N·M float64 is too large to cache for
+what it costs) gives them, and its measured error is recorded.
 """
 
 from __future__ import annotations
@@ -34,11 +38,13 @@ from ..kernels import (
     pinned_blas,
     row_sums,
 )
+from ..kernels.nystrom import ERROR_ROWS, NystromFactor, nystrom, nystrom_error
+from ..params import approx_landmarks
 from .selection import MMDState, mmd_schedule
 from .solvers import get_solver
 from ._base import MethodOutput, feature_spec
 
-__all__ = ["run_mmd", "cached_features", "cached_row_sums", "save_state", "load_state"]
+__all__ = ["run_mmd", "cached_features", "cached_row_sums", "save_state", "load_state", "nystrom_factor"]
 
 
 def _key(*parts) -> str:
@@ -100,6 +106,16 @@ def cached_row_sums(kernel, X, *, fingerprint: str, feature_params: dict, cache_
 
     _atomic_save(path, save)
     return s, neg
+
+
+def nystrom_factor(cfg, kernel, X) -> tuple[NystromFactor, dict]:
+    """The Nyström factor of ``--approx nystrom:M`` (``cfg.approx``) on the host features X,
+    and what a store records of it: ``approx_rank`` (eigenvalues of K(Z, Z) kept) and
+    ``approx_error`` (:class:`~schedgen.kernels.nystrom.NystromError` on ``ERROR_ROWS``
+    seeded rows, against exact float64 sums). One code path for every method with ``--approx``."""
+    factor = nystrom(kernel, X, approx_landmarks(cfg.approx), seed=cfg.seed)
+    err = nystrom_error(kernel, X, factor.features, seed=cfg.seed, n_rows=ERROR_ROWS)
+    return factor, {"approx_rank": factor.rank, "approx_error": err.params()}
 
 
 #: What to change when the kernel is numerically diagonal or constant: options of that kernel only.
@@ -217,9 +233,18 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
     if kind == "diagonal" or (kind == "constant" and spread):
         warn(_degeneracy_warning(kind, kernel.name))
     solver = get_solver(cfg.solver)
-    s_tot, neg_tot = cached_row_sums(
-        kernel, X, fingerprint=ds.fingerprint, feature_params=feature_params, cache_dir=cache_dir
-    )
+    recorded: dict = {}
+    if cfg.approx is None:
+        s_tot, neg_tot = cached_row_sums(
+            kernel, X, fingerprint=ds.fingerprint, feature_params=feature_params, cache_dir=cache_dir
+        )
+        sums = {"s_tot": s_tot, "neg_tot": neg_tot}
+    else:
+        factor, recorded = nystrom_factor(cfg, kernel, X_host)
+        # The loop compacts Φ in place: nothing else holds it.
+        sums = {"factor": factor.features}
+        recorded["batch_mmd2_kernel"] = "nystrom"
+        del factor
     start = load_state(checkpoint.load(), ds.n_samples, k, device) if checkpoint is not None else None
 
     last: list = []  # the live state and a snapshot of it after the last completed step
@@ -236,8 +261,7 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
             k,
             kernel=kernel,
             solver=solver,
-            s_tot=s_tot,
-            neg_tot=neg_tot,
+            **sums,
             coefficients="paper" if cfg.paper_coefficients else "exact",
             state=start,
             progress=progress,
@@ -256,6 +280,6 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
         indices=np.concatenate(state.batches).astype(np.int64),
         batch_offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         epoch_offsets=np.array([0, len(sizes)], dtype=np.int64),
-        params={**kernel.params(), "bandwidth_rule": _rule(cfg)},
+        params={**kernel.params(), "bandwidth_rule": _rule(cfg), **recorded},
         batch_arrays={"batch_mmd2": np.asarray(state.mmd2, dtype=np.float64)},
     )

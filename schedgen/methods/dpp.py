@@ -33,7 +33,7 @@ from ..errors import ParameterError
 from ..memory import MemoryNeed, available_memory, format_bytes
 from ..params import approx_landmarks
 from ._base import Method, MethodOutput, RunContext, feature_needs
-from .mmd import MMDMethod
+from .mmd import MMDMethod, check_kernel_options, check_landmarks, nystrom_needs
 
 __all__ = ["DPPMethod", "SAMPLER", "DUAL_SAMPLER", "exact_bytes", "check_exact_fits", "check_approx"]
 
@@ -41,8 +41,6 @@ __all__ = ["DPPMethod", "SAMPLER", "DUAL_SAMPLER", "exact_bytes", "check_exact_f
 SAMPLER = "exact-spectral"
 #: The sampler of ``--approx nystrom:M``.
 DUAL_SAMPLER = "dual-nystrom"
-#: Rows of the subsample the Nyström factor's error is measured on (``kernels.nystrom.ERROR_ROWS``).
-_ERROR_ROWS = 2000
 
 
 def exact_bytes(n: int) -> int:
@@ -77,10 +75,7 @@ def check_approx(approx: str, n: int, k: int) -> int:
     ParameterError
         One line naming M, N and k.
     """
-    m = approx_landmarks(approx)
-    if m > n:
-        raise ParameterError(f"--approx nystrom:M needs M <= N (landmarks are k-means centres of the N={n} samples), "
-                             f"got --approx {approx}")
+    m = check_landmarks(approx, n)
     if m < k:
         raise ParameterError(f"--approx nystrom:M needs M >= k (a k-DPP of a rank-M kernel draws at most M "
                              f"samples), got --approx {approx} with k={k}")
@@ -105,8 +100,10 @@ class DPPMethod(Method):
         approx_landmarks(config.approx)
         return {**p, "epochs": config.epochs, "sampler": DUAL_SAMPLER, "approx": config.approx}
 
-    # The kernel options are refused as for mmd (another kernel's option away from its default).
-    check_options = MMDMethod.check_options
+    def check_options(self, config) -> None:
+        # The kernel options are refused as for mmd (another kernel's option away from its
+        # default); the dual sampler takes any PSD kernel, so no check of its sign.
+        check_kernel_options(config)
 
     def memory_needs(self, config, ds, k: int) -> list[MemoryNeed]:
         n, epochs = ds.n_samples, config.epochs
@@ -122,13 +119,10 @@ class DPPMethod(Method):
         else:
             m = check_approx(config.approx, n, k)
             nys = f"--approx {config.approx} with N={n} samples"
-            r = min(n, _ERROR_ROWS)
             sampler = [
                 # Φ, overwritten in place by the eigenvectors V = Φ·v/sqrt(λ); C and its eigenvectors
                 MemoryNeed(n * m * 8 + 3 * m * m * 8, "the Nyström factor and its dual eigenvectors", nys),
-                # the error's float64 rows, K_SS and Φ_S Φ_Sᵀ, and k-means' centres and distances
-                MemoryNeed(2 * r * r * 8 + r * d * 8 + 2 * m * d * 8 + min(n, 100_000) * (d * 4 + 16),
-                           "the factor's error and k-means", nys),
+                *nystrom_needs(config.approx, n, d),
                 MemoryNeed((k + 1) * (m + 1) * 8 + 3 * n * k * 8 + 4 * n * 8,
                            "the k-DPP sampler's tables and the exact batch columns", f"k={k} and N={n}"),
             ]

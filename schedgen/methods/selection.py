@@ -16,6 +16,15 @@ from the columns the solver already computed. The MMD^2(P u B, Q \\ B) after eac
 step is tracked from running kernel sums, in float64, by ``schedgen.mmd2`` (the form
 ``schedgen.evaluate.prefix_mmd2`` scores any order with).
 
+With a Nyström factor Φ (``K ≈ ΦΦᵀ``, ``--approx nystrom:M``) the row sums come from Φ
+instead: ``s_tot = Φ(Φᵀ1)`` (no N² pass) and ``s_P(i) = φ_iᵀ a`` with ``a = Σ_{j∈P} φ_j``
+(``a += Σ_{b∈B} φ_b`` after a batch), one GEMV of N·M a step
+(:class:`~schedgen.kernels.nystrom.ShrinkingFactor`) instead of the (nQ x k) block.
+The solvers still read exact kernel values (the pair terms ``Z_ij = K_ij``, greedy's and
+swap's columns, the LP's candidate blocks); the recorded MMD² is then the one of the
+Nyström kernel ΦΦᵀ, ``‖a/|P| - (Φᵀ1 - a)/|Q|‖²`` (the factor's measured error says
+how far it is from the exact kernel).
+
 Cost on SVHN-shaped data (benchmarks/mmd_scale.py, N = 73,257, k = 50, 2 cores), as
 multiples of one row-sum pass, row sums included: ``lp`` about 1.7-2.0x, ``greedy``
 about 6x (one memory-bound full column per step), ``swap`` about 20x (greedy's 50
@@ -31,6 +40,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..kernels import WorkingSet, to_numpy, worker_pool
+from ..kernels.nystrom import ShrinkingFactor
 from ..mmd2 import grow_prefix_sum, split_mmd2
 from .solvers import BatchProblem
 
@@ -81,8 +91,9 @@ def mmd_schedule(
     *,
     kernel,
     solver: Callable[[BatchProblem], np.ndarray],
-    s_tot: np.ndarray,
-    neg_tot: np.ndarray,
+    s_tot: np.ndarray | None = None,
+    neg_tot: np.ndarray | None = None,
+    factor: np.ndarray | None = None,
     coefficients: str = "exact",
     state: MMDState | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -102,7 +113,11 @@ def mmd_schedule(
         Maps a :class:`~schedgen.methods.solvers.BatchProblem` to k positions in Q.
     s_tot, neg_tot : arrays of shape (n_samples,), float64
         ``sum_j K_ij`` over the whole dataset (diagonal included) and
-        ``sum_{j != i} min(K_ij, 0)``.
+        ``sum_{j != i} min(K_ij, 0)``. Not with ``factor``.
+    factor : ndarray of shape (n_samples, M), float64, optional
+        A Nyström factor Φ (``K ≈ ΦΦᵀ``) of a kernel that is never negative: the row
+        sums come from it (``s_tot = Φ(Φᵀ1)``, ``s_P = Φ_Q a``, the negative sums 0) and
+        ``mmd2`` is the MMD² of ΦΦᵀ. **Overwritten** (its rows compacted in place).
     coefficients : {"exact", "paper"}
     state : MMDState, optional
         Continue from a checkpoint instead of starting afresh.
@@ -124,9 +139,18 @@ def mmd_schedule(
     BLAS thread setting.
     """
     coef = diag_coefficient(coefficients)
-    n = int(s_tot.shape[0])
+    n = int(X.shape[0])
+    if factor is None:
+        if s_tot is None or neg_tot is None:
+            raise ParameterError("s_tot and neg_tot are needed without a factor, got None")
+    elif s_tot is not None or neg_tot is not None:
+        raise ParameterError("s_tot and neg_tot come from the factor when one is given, got them both")
+    elif not kernel.nonnegative:
+        raise ParameterError(f"a factor needs a kernel that is never negative (the negative row sums are "
+                             f"taken as 0), got {kernel.params()}")
+    elif factor.shape[0] != n:
+        raise ParameterError(f"factor must have shape ({n}, M) to match X, got {factor.shape}")
     kdiag = np.asarray(to_numpy(kernel.diag(X)), dtype=np.float64)
-    has_neg = bool(np.any(neg_tot < 0))
     st = state if state is not None else MMDState.start(n)
     total = -(-n // k)
     if progress:
@@ -136,15 +160,26 @@ def mmd_schedule(
         # follow the working set's slot layout, which depends on the removal history:
         # replaying the batches (bookkeeping only) makes a resumed run identical.
         ws = WorkingSet(kernel, X, n_jobs=n_jobs)
+        low = None
+        if factor is not None:
+            low = _LowRank(ShrinkingFactor(factor, n_jobs=n_jobs))
+            s_tot, neg_tot = low.s_tot, np.zeros(n)
+        has_neg = bool(np.any(neg_tot < 0))
         for B in st.batches:
-            ws.remove(np.searchsorted(ws.ids, B))
+            pos = np.searchsorted(ws.ids, B)
+            if low is not None:  # the same additions and removals as the run that made the state
+                low.add(pos)
+            ws.remove(pos)
         if not np.array_equal(ws.ids, st.Q):
             raise ParameterError(
                 "state is inconsistent: its unscheduled samples Q must be all samples "
                 "minus its batches, in increasing order"
             )
+        if low is not None and st.batches and not st.done:
+            # s_P from the replayed a and layout: the bits the interrupted run had after its step
+            st.sP, st.negP = low.sP(), np.zeros(len(st.Q))
         while not st.done:
-            _step(st, ws, k, n, coef, kdiag, s_tot, neg_tot, has_neg, solver)
+            _step(st, ws, k, n, coef, kdiag, s_tot, neg_tot, has_neg, solver, low)
             if on_step:
                 on_step(st)
             if progress:
@@ -152,7 +187,34 @@ def mmd_schedule(
     return st
 
 
-def _step(st: MMDState, ws, k, n, coef, kdiag, s_tot, neg_tot, has_neg, solver) -> None:
+class _LowRank:
+    """The loop's sums through a Nyström factor: ``T = Φᵀ1``, ``s_tot = Φ T`` and
+    ``a = Σ_{j∈P} φ_j`` (the rows of Φ follow Q)."""
+
+    def __init__(self, rows: ShrinkingFactor) -> None:
+        self.rows = rows
+        self.T = rows.column_sum()
+        self.s_tot = rows.matvec(self.T)
+        self.a = np.zeros(rows.rank)
+
+    def add(self, pos: np.ndarray) -> None:
+        """Move the samples at positions ``pos`` (of Q) into P."""
+        self.a += self.rows.rows_sum(pos)
+        self.rows.remove(pos)
+
+    def sP(self) -> np.ndarray:
+        """``s_P(i) = φ_iᵀ a`` for i in Q."""
+        return self.rows.matvec(self.a)
+
+    def mmd2(self, n_p: int, n_q: int) -> float:
+        """MMD²(P, Q) of the kernel ΦΦᵀ: ``‖a/|P| - (T - a)/|Q|‖²`` (NaN with a side empty)."""
+        if n_p == 0 or n_q == 0:
+            return float("nan")
+        d = self.a / n_p - (self.T - self.a) / n_q
+        return float(d @ d)
+
+
+def _step(st: MMDState, ws, k, n, coef, kdiag, s_tot, neg_tot, has_neg, solver, low=None) -> None:
     """Choose one batch and update the state (and the working set) in place."""
     Q = st.Q
     nQ = len(Q)
@@ -178,6 +240,16 @@ def _step(st: MMDState, ws, k, n, coef, kdiag, s_tot, neg_tot, has_neg, solver) 
     B = Q[pos]
     keep = np.ones(nQ, dtype=bool)
     keep[pos] = False
+    if low is not None:
+        # s_P(rest) = Φ_rest (a + Σ_{b∈B} φ_b): N·M, whatever columns the solver computed
+        low.add(pos)
+        ws.remove(pos)
+        st.Q = Q[keep]
+        st.sP = low.sP() if len(st.Q) else np.zeros(0)
+        st.negP = np.zeros(len(st.Q))
+        st.batches.append(B)
+        st.mmd2.append(low.mmd2(n - len(st.Q), len(st.Q)))
+        return
     KBB = ws.block(B, B)
     st.S_AA = grow_prefix_sum(st.S_AA, st.sP[pos], KBB)
     st.S_AD += float(np.sum(s_tot[B]))
