@@ -54,6 +54,13 @@ RECORDED_METHODS = ("mmd", "dpp", "submodular")
 _KERNEL_KEYS = ("kernel", "bandwidth", "degree", "coef0", "scale", "pca", "standardize")
 
 
+def _recorded_on_nystrom(s: Schedule) -> bool:
+    """An ``mmd --approx nystrom:M`` store records MMD² of the Nyström kernel ΦΦᵀ, not of the
+    kernel: plots rescore it on the exact kernel (from the dataset), so that every curve on one
+    axes measures the same thing."""
+    return s.params.get("batch_mmd2_kernel") == "nystrom"
+
+
 @dataclass(frozen=True)
 class PlotResult:
     path: Path
@@ -206,7 +213,10 @@ def _kernel_text(p: dict) -> str:
 def _draw_mmd(plt, s: Schedule, *, data_dir, baseline: bool, seed: int):
     series: dict = {}
     e0 = s.epoch_batches(0)
-    y = np.asarray(s.batch_arrays["batch_mmd2"], dtype=np.float64)[e0.start : e0.stop]
+    if _recorded_on_nystrom(s):
+        y = np.asarray(order_mmd2(s, data_dir=data_dir), dtype=np.float64)
+    else:
+        y = np.asarray(s.batch_arrays["batch_mmd2"], dtype=np.float64)[e0.start : e0.stop]
     label = f"schedule ({s.params.get('solver', '?')})" if s.method == "mmd" else f"{s.method} schedule"
     curves = [(label, y, 1.5)]
     series["schedule_mean_mmd2"] = _finite_mean(y)
@@ -223,6 +233,9 @@ def _draw_mmd(plt, s: Schedule, *, data_dir, baseline: bool, seed: int):
     title = f"{s.method} on {ds.get('name')} ({ds.get('split')}), k={s.k}, kernel {s.params.get('kernel')}"
     if s.method == "dpp":
         note = "dpp: MMD² of the distinct samples drawn so far" + (f"; {note}" if note else "")
+    if _recorded_on_nystrom(s):
+        note = (f"built with --approx {s.params.get('approx')}; MMD² rescored on the exact kernel"
+                + (f"; {note}" if note else ""))
     ax.set_title(title + (f"\n{note}" if note else ""), fontsize="medium")
     fig.legend(loc="outside lower center", ncol=len(curves), fontsize="small")
     return fig, series
@@ -458,10 +471,10 @@ def overlay_curves(schedules: Sequence[Schedule], *, names: Sequence[str] | None
     scorer = None
     curves = []
     for s, label in zip(schedules, _labels(schedules, names)):
-        if s.method == "random":
-            if scorer is None:  # the data, features and row sums once for every random store
+        if s.method == "random" or _recorded_on_nystrom(s):
+            if scorer is None:  # the data, features and row sums once for every store scored here
                 scorer = _scorer(schedules[ref].dataset, schedules[ref].params, data_dir=data_dir,
-                                 hint="random stores are scored on it; leave them out to plot the others alone")
+                                 hint="random stores and --approx mmd stores are scored on it; leave them out to plot the others")
             from .evaluate import prefix_mmd2
 
             order, offsets = _first_epoch(s)

@@ -578,3 +578,19 @@ def test_cli_overlays_several_stores_and_refuses_one_store_options(overlay_store
     # One store still takes them.
     r = run("plot", overlay_stores["dpp"], "-o", tmp_path / "one.png", "--seed", "3")
     assert r.exit_code == 0, r.stderr
+
+
+def test_nystrom_mmd_stores_are_rescored_on_the_exact_kernel(overlay_stores, dense_digits, tmp_path):
+    """An mmd --approx store records MMD² of ΦΦᵀ; a plot must not put it beside exact-kernel curves."""
+    d = Path(overlay_stores["mmd"]).parent
+    approx = build(BuildConfig(dataset="digits", out_dir=d, k=50, approx="nystrom:100")).path
+    s = read_schedule(approx)
+    assert s.params["batch_mmd2_kernel"] == "nystrom"
+    exact = _dense_prefix_mmd2(dense_digits, s)
+    recorded = _epoch0(s)
+    assert not np.allclose(recorded, exact, rtol=0.1)  # the recorded values are on another kernel
+    curves = {c.method: c for c in overlay_curves([read_schedule(overlay_stores["dpp"]), s],
+                                                  names=["dpp", "approx"])}
+    np.testing.assert_allclose(curves["mmd"].mmd2, exact, rtol=1e-5, atol=1e-7)
+    r = plot_schedule(approx, tmp_path / "approx.png", baseline=False)
+    assert r.series["schedule_mean_mmd2"] == pytest.approx(np.nanmean(exact), rel=1e-5)
