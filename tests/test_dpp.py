@@ -407,3 +407,17 @@ def test_dual_memory_is_linear_in_n():
     assert 73_257 * 500 * 8 < total < 73_257 * 500 * 8 * 3  # Φ dominates; nothing of N²
     big = SimpleNamespace(n_samples=1_000_000, n_features=128)
     assert sum(x.n_bytes for x in METHODS["dpp"].memory_needs(cfg, big, 50)) < 1_000_000 * 500 * 8 * 3
+
+
+def test_sample_kdpp_refuses_k_above_the_rank():
+    """The public sampler itself, not only the build: past the rank it would return det = 0 subsets."""
+    from schedgen.methods._dpp_build import sample_kdpp, spectrum
+
+    r = np.random.default_rng([0, 5])
+    F = r.normal(size=(6, 2))
+    lam, V = spectrum(F @ F.T)
+    assert np.count_nonzero(lam) == 2
+    assert len(sample_kdpp(lam, V, 2, np.random.default_rng(0))) == 2
+    for k in (3, 0):
+        with pytest.raises(ParameterError, match=r"1 <= k <= rank\(L\) = 2"):
+            sample_kdpp(lam, V, k, np.random.default_rng(0))

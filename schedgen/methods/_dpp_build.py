@@ -123,6 +123,10 @@ def sample_kdpp(lam: np.ndarray, V: np.ndarray, k: int, gen: np.random.Generator
     -------
     array of int64, shape (k,): the sample indices, ascending.
     """
+    positive = int(np.count_nonzero(np.asarray(lam) > 0))
+    if not 1 <= k <= positive:
+        # Past the rank, phase 1 would be forced onto zero eigenvalues: subsets with det(L_B) = 0.
+        raise ParameterError(f"a k-DPP draw needs 1 <= k <= rank(L) = {positive} (positive eigenvalues), got k={k}")
     if T is None:
         T = esp_table(lam, k)
     lam = _normalised(lam)  # the scale esp_table used: ratios within a column mix lam and T
