@@ -14,7 +14,9 @@ read it block by block, so memory holds O(N) vectors and a few blocks, not the m
 (the pages read stay in the OS page cache, which the kernel reclaims under pressure).
 Any other dtype or order is cast to float32 in memory, as ``npz:`` is, with a warning
 that says how to stream it. Labels and groups are read into memory (O(N)).
-Pickled ``.npy`` files are never loaded.
+Pickled ``.npy`` files are never loaded. Do not rewrite ``X.npy`` in place while a build
+reads it: the mapping would see the new bytes (or fault, if the file shrinks) after the
+fingerprint was taken from the old ones; write a new file and rename it over the old one.
 """
 
 from __future__ import annotations

@@ -51,6 +51,9 @@ class AdaptiveBatchSampler(Sampler[list[int]]):
         A local path where the served batches are recorded as a store of the
         current format (see Notes). An existing path must be a store recorded
         by this class (it is replaced); anything else there is refused.
+        One recording sampler per path: writes are atomic but not locked, so
+        under DDP record on rank 0 only (the sampler serves global batches;
+        shard them when replaying with ``ScheduleBatchSampler(rank=, world_size=)``).
     dataset_info : mapping, optional
         ``name``, ``split`` and ``fingerprint`` (non-empty strings) for the
         store's ``dataset`` attribute; defaults ``"online"``, ``"train"`` and no
