@@ -261,7 +261,7 @@ def test_replaying_a_record_checks_the_dataset(tmp_path):
                                              r"of online \(train\): "):
         ScheduleBatchSampler(default, dataset=torch.utils.data.TensorDataset(torch.zeros(N - 1)))
     with pytest.raises(ParameterError, match=r"built on dataset 'online', which schedgen cannot load .*; an online "
-                                             r"learn2mix record names its data only through dataset_info"):
+                                             r"record \(learn2mix or adaptive\) names its data only through dataset_info"):
         schedgen.torch.schedule_dataset(default)
 
     named = tmp_path / "named.zarr"
