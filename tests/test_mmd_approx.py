@@ -126,6 +126,9 @@ def test_all_points_as_landmarks_is_the_exact_loop(toy, solver):
     f = nystrom_features(kernel, X, X)
     assert f.rank == len(X)
     assert_allclose(f.features @ f.features.T, K, atol=1e-9)
+    sf = ShrinkingFactor(f.features.copy())
+    assert_allclose(sf.matvec(sf.column_sum()), K.sum(axis=1), rtol=1e-11)  # s_tot = Φ(Φᵀ1)
+    assert_allclose(sf.matvec(sf.column_sum()), row_sums(kernel, X)[0], rtol=1e-11)
     exact_steps, approx_steps = [], []
     exact = _exact_run(X, kernel, 7, solver, on_step=lambda st: exact_steps.append(st.sP.copy()))
     approx = mmd_schedule(X, 7, kernel=kernel, solver=get_solver(solver), factor=f.features.copy(),
@@ -215,9 +218,14 @@ def test_params_key_and_name_carry_the_approx(built):
     assert approx.digest != exact.digest
     sched = read_schedule(approx.path)
     assert sched.params["approx"] == "nystrom:200" and sched.params["approx_error"] == p["approx_error"]
-    # M is in the key: another M is another store
-    other = METHODS["mmd"].params(BuildConfig(k=50, solver="lp", approx="nystrom:100"), _Digits)
-    assert other["approx"] == "nystrom:100"
+    # the mode and M are in the key: another M is another store
+    from schedgen.build import cache_key
+
+    def key(approx):
+        return cache_key("fp", "mmd", 50, METHODS["mmd"].params(BuildConfig(k=50, solver="lp", approx=approx), _Digits),
+                         "train")
+
+    assert len({key(None), key("nystrom:100"), key("nystrom:200")}) == 3
 
 
 class _Digits:
