@@ -90,3 +90,18 @@ def test_other_kernel_methods_on_the_device_path(cupy, tmp_path, options):
     cpu = build(BuildConfig(dataset="digits", k=50, device="cpu", out_dir=tmp_path / "cpu", **options))
     dev = build(BuildConfig(dataset="digits", k=50, device="cuda", out_dir=tmp_path / "cuda", **options))
     assert dev.digest == cpu.digest
+
+
+def test_a_cuda_build_is_its_own_artifact(cupy, tmp_path):
+    """GPU rounding can change bytes, so a cuda mmd build has its own cache key and says so;
+    a CPU build's params and key carry no device (they stay as they were)."""
+    from schedgen.build import BuildConfig, build
+    from schedgen.store import read_schedule
+
+    cpu = build(BuildConfig(dataset="digits", k=50, solver="lp", device="cpu", out_dir=tmp_path))
+    dev = build(BuildConfig(dataset="digits", k=50, solver="lp", device="cuda", out_dir=tmp_path))
+    assert not dev.cache_hit and dev.path != cpu.path
+    assert read_schedule(dev.path).params["device"] == "cuda"
+    assert "device" not in read_schedule(cpu.path).params
+    auto = build(BuildConfig(dataset="digits", k=50, solver="lp", device="auto", out_dir=tmp_path))
+    assert auto.cache_hit and auto.path == dev.path  # "auto" finds the (fake) GPU

@@ -118,6 +118,14 @@ class MMDMethod(Method):
         if config.approx is not None:  # only then: the exact builds' params and cache keys stay as they were
             approx_landmarks(config.approx)
             p["approx"] = config.approx
+        from ..kernels.backend import resolve_device  # NumPy only; cupy only if installed, to look for a GPU
+
+        if resolve_device(config.device) == "cuda":
+            # A GPU's GEMM rounds differently from the host's BLAS, and its tiles differ, so the
+            # row sums (and near-ties, hence choices) can differ in the last bits: a cuda build is
+            # its own artifact, recorded as such and cached under its own key. CPU builds keep
+            # their params and keys (no "device" entry).
+            p["device"] = "cuda"
         return p
 
     def check_options(self, config) -> None:
