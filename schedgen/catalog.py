@@ -13,9 +13,16 @@ from .data import load_dataset
 from .errors import ParameterError, SchedgenError, StoreError
 from .store import FORMAT1_NOTE, atomic_directory, check_format, is_remote, read_attrs, read_schedule
 
-__all__ = ["info", "verify", "list_schedules", "export", "EXPORT_FORMATS"]
+__all__ = ["info", "verify", "list_schedules", "export", "EXPORT_FORMATS", "INDEX_DTYPES"]
 
 EXPORT_FORMATS = ("npy", "jsonl")
+
+#: Choices of ``export(..., index_dtype=)``: ``auto`` is uint32 when the dataset has fewer than 2**32 samples.
+INDEX_DTYPES = ("int64", "uint32", "auto")
+
+#: The exported arrays that hold sample indices (values in ``[0, n_samples)``), the ones ``index_dtype`` narrows.
+#: Offsets stay int64: they count positions in ``indices``, which can pass 2**32 over many epochs even when N does not.
+_INDEX_ARRAYS = ("indices", "partner_indices")
 
 
 def info(path) -> dict:
@@ -149,7 +156,7 @@ def _make_parent(out: Path) -> None:
         raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
-def export(path, out=None, *, fmt: str = "npy", overwrite: bool = False) -> Path:
+def export(path, out=None, *, fmt: str = "npy", overwrite: bool = False, index_dtype: str = "int64") -> Path:
     """Write a schedule for trainers without Zarr.
 
     ``npy``: a directory with ``indices.npy``, ``batch_offsets.npy``, ``epoch_offsets.npy``,
@@ -158,11 +165,29 @@ def export(path, out=None, *, fmt: str = "npy", overwrite: bool = False) -> Path
     in replay order. Written atomically; missing parent folders are created; a
     destination that cannot be written raises :class:`StoreError` ``cannot write OUT:
     REASON`` and leaves nothing. ``out`` defaults to :func:`default_export_path`.
+
+    ``index_dtype`` (``npy`` only) is the dtype of the arrays of sample indices
+    (``indices`` and, for a ``--pair`` store, ``partner_indices``): ``int64`` (the
+    default, the store's own dtype), ``uint32`` (half the bytes, as OLMo's
+    ``global_indices.npy``; refused when the dataset has ``N >= 2**32`` samples) or
+    ``auto`` (uint32 when ``N < 2**32``, else int64). Offsets and the other arrays
+    keep their dtypes. Every file is a plain ``.npy`` (``np.save`` with
+    ``allow_pickle=False``: never a pickle), readable with ``np.load(f,
+    allow_pickle=False)`` or ``np.load(f, mmap_mode="r")``; the dtype is in its header.
+    int64 stays the default because a uint32 array changes what a reader gets:
+    ``torch.from_numpy`` of it is a uint32 tensor, which torch refuses as an index.
     """
     if fmt not in EXPORT_FORMATS:
         raise ParameterError(f"export format must be one of {list(EXPORT_FORMATS)}, got {fmt!r}")
+    if index_dtype not in INDEX_DTYPES:
+        raise ParameterError(f"index dtype must be one of {list(INDEX_DTYPES)}, got {index_dtype!r}")
+    if fmt != "npy" and index_dtype != "int64":
+        raise ParameterError(
+            f"index dtype {index_dtype!r} applies to --format npy only (jsonl writes decimal integers), got --format {fmt}"
+        )
     out = default_export_path(path, fmt) if out is None else Path(out)
     s = read_schedule(path)
+    narrow = fmt == "npy" and _narrow_indices(index_dtype, s.n_samples)  # refused before anything is written
     _make_parent(out)
     if fmt == "npy":
         try:
@@ -176,7 +201,10 @@ def export(path, out=None, *, fmt: str = "npy", overwrite: bool = False) -> Path
                     **s.epoch_arrays,
                 }
                 for name, a in arrays.items():
-                    np.save(tmp / f"{name}.npy", a)
+                    if narrow and name in _INDEX_ARRAYS:
+                        a = _as_uint32(a, name)
+                    # allow_pickle=False: an object array raises instead of being written as a pickle.
+                    np.save(tmp / f"{name}.npy", a, allow_pickle=False)
                 (tmp / "meta.json").write_text(json.dumps(s.attrs(), indent=2, sort_keys=True) + "\n")
         except OSError as exc:
             raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
@@ -194,3 +222,21 @@ def export(path, out=None, *, fmt: str = "npy", overwrite: bool = False) -> Path
     except OSError as exc:
         raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
+
+
+def _narrow_indices(index_dtype: str, n_samples: int) -> bool:
+    """Whether the index arrays are written as uint32; ``uint32`` with ``N >= 2**32`` is refused."""
+    fits = n_samples < 2**32  # the largest index, N - 1, is then at most 2**32 - 2
+    if index_dtype == "uint32" and not fits:
+        raise ParameterError(
+            f"index dtype uint32 holds indices below 2**32 = {2**32}, but the dataset has N={n_samples} samples; "
+            "use int64 (or auto)"
+        )
+    return index_dtype == "uint32" or (index_dtype == "auto" and fits)
+
+
+def _as_uint32(a: np.ndarray, name: str) -> np.ndarray:
+    """``a`` as uint32, refusing any value the cast would change (the store's checks make this unreachable)."""
+    if a.size and (int(a.min()) < 0 or int(a.max()) >= 2**32):
+        raise StoreError(f"{name} holds values outside [0, 2**32) and cannot be written as uint32")
+    return a.astype(np.uint32)

@@ -95,14 +95,16 @@ def _flush_warnings(caught) -> None:
 
 @contextlib.contextmanager
 def _progress(label: str, quiet: bool):
-    """Yield a ``progress(done, total)`` callback drawing a rich bar on stderr.
+    """Yield a ``progress(done, total, stage="batches")`` callback drawing rich bars on stderr.
 
-    The bar starts at the first call, so input errors raised before any work
-    print their one line alone.
+    Each stage (the fingerprint, the row-sum pass, k-means, the Nyström features, the
+    batches) gets its own line with its rate and ETA. The bars start at the first call,
+    so input errors raised before any work print their one line alone.
     """
     bar = None
+    tasks: dict = {}
 
-    def update(done: int, total: int) -> None:
+    def update(done: int, total: int, stage: str = "batches") -> None:
         nonlocal bar
         if quiet:
             return
@@ -116,10 +118,13 @@ def _progress(label: str, quiet: bool):
                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
                 TimeRemainingColumn(), console=Console(stderr=True),
             )
-            bar.add_task(label, total=total, rate="")
             bar.start()
-        t = bar.tasks[0]
-        bar.update(t.id, completed=done, total=total, rate=f"{t.speed:.1f} batches/s" if t.speed else "")
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(label if stage == "batches" else f"{label}: {stage}", total=total, rate="")
+        t = bar.tasks[tasks[stage]]
+        unit = "batches" if stage == "batches" else "rows"
+        rate = f"{t.speed:.1f} {unit}/s" if t.speed and total > 1 else ""
+        bar.update(t.id, completed=done, total=total, rate=rate)
 
     try:
         yield update
@@ -283,6 +288,9 @@ def export(
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", metavar="PATH",
         help="Destination (default: beside the store; for a URL, the store's name in the current folder)."),
+    index_dtype: str = typer.Option(
+        "int64", "--index-dtype", metavar="int64|uint32|auto",
+        help="npy: dtype of the sample-index arrays; uint32 halves them (needs N < 2**32), auto = uint32 when N < 2**32."),
     force: bool = typer.Option(False, "--force", metavar=FLAG, help="Replace an existing destination."),
     as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print one JSON object."),
 ) -> None:
@@ -290,7 +298,7 @@ def export(
     from .catalog import export as run_export
 
     with _edge():
-        out = run_export(path, output, fmt=fmt, overwrite=force)
+        out = run_export(path, output, fmt=fmt, overwrite=force, index_dtype=index_dtype)
         _print({"path": str(out), "format": fmt}, as_json, f"wrote {out}")
 
 

@@ -594,3 +594,106 @@ def test_nystrom_mmd_stores_are_rescored_on_the_exact_kernel(overlay_stores, den
     np.testing.assert_allclose(curves["mmd"].mmd2, exact, rtol=1e-5, atol=1e-7)
     r = plot_schedule(approx, tmp_path / "approx.png", baseline=False)
     assert r.series["schedule_mean_mmd2"] == pytest.approx(np.nanmean(exact), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- export --index-dtype (issue 16)
+
+
+def _paired_toy(n_samples: int = 23) -> Schedule:
+    """Two epochs of 23 samples (batches of 5, last short) with a partner batch of 3 per batch."""
+    rng = np.random.default_rng([16, 0])
+    indices = np.concatenate([rng.permutation(23), rng.permutation(23)]).astype(np.int64)
+    batch_offsets = np.array([0, 5, 10, 15, 20, 23, 28, 33, 38, 43, 46], dtype=np.int64)
+    return Schedule(
+        indices=indices,
+        batch_offsets=batch_offsets,
+        epoch_offsets=np.array([0, 5, 10], dtype=np.int64),
+        method="random",
+        params={"seed": 16},
+        dataset={"name": "toy", "split": "train", "n_samples": n_samples, "n_classes": 1, "fingerprint": "f" * 64},
+        k=5,
+        batch_arrays={"partner_indices": rng.integers(0, 23, size=(10, 3)).astype(np.int64),
+                      "batch_mmd2": rng.random(10)},
+    )
+
+
+def _npy_dir(out: Path) -> dict:
+    """Every .npy of an export, read the safe way (a pickle would raise) and checked to be plain .npy files."""
+    arrays = {}
+    for f in sorted(out.glob("*.npy")):
+        assert f.read_bytes()[:6] == b"\x93NUMPY", f
+        arrays[f.stem] = np.load(f, allow_pickle=False)
+    return arrays
+
+
+@pytest.mark.parametrize("index_dtype, narrowed", [("int64", False), ("uint32", True), ("auto", True)])
+def test_export_index_dtype_round_trip(tmp_path, index_dtype, narrowed):
+    path = write_schedule(_paired_toy(), tmp_path / "p.zarr")
+    s = read_schedule(path)
+    out = export(path, tmp_path / f"{index_dtype}.npy.d", index_dtype=index_dtype)
+    got = _npy_dir(out)
+    assert set(got) == {"indices", "batch_offsets", "epoch_offsets", "partner_indices", "batch_mmd2"}
+    want = {"indices": s.indices, "batch_offsets": s.batch_offsets, "epoch_offsets": s.epoch_offsets, **s.batch_arrays}
+    for name, a in got.items():
+        np.testing.assert_array_equal(a, want[name], err_msg=name)  # values equal whatever the dtype
+        index_array = name in ("indices", "partner_indices")
+        expected = np.uint32 if narrowed and index_array else want[name].dtype
+        assert a.dtype == expected, (name, a.dtype)
+    assert json.loads((out / "meta.json").read_text())["digest"] == s.digest
+
+
+def test_export_uint32_halves_the_index_files_and_default_bytes_are_unchanged(tmp_path):
+    path = write_schedule(_paired_toy(), tmp_path / "p.zarr")
+    wide, narrow = export(path, tmp_path / "wide"), export(path, tmp_path / "narrow", index_dtype="uint32")
+    explicit = export(path, tmp_path / "explicit", index_dtype="int64")
+    for name in ("indices", "partner_indices"):
+        w = np.load(wide / f"{name}.npy", mmap_mode="r")
+        n = np.load(narrow / f"{name}.npy", mmap_mode="r")
+        # Data bytes: the file after its header (mmap's offset), exactly half.
+        data_w = (wide / f"{name}.npy").stat().st_size - w.offset
+        data_n = (narrow / f"{name}.npy").stat().st_size - n.offset
+        assert (data_w, data_n) == (8 * w.size, 4 * w.size), name
+    for name in ("batch_offsets", "epoch_offsets", "batch_mmd2", "meta"):
+        f = f"{name}.json" if name == "meta" else f"{name}.npy"
+        assert (wide / f).read_bytes() == (narrow / f).read_bytes(), name
+    # The default is int64, byte for byte the export before --index-dtype existed.
+    for f in wide.iterdir():
+        assert f.read_bytes() == (explicit / f.name).read_bytes(), f.name
+
+
+def test_export_uint32_is_refused_when_n_reaches_2_32(tmp_path):
+    path = write_schedule(_paired_toy(n_samples=2**32), tmp_path / "big.zarr")
+    with pytest.raises(ParameterError, match=r"^index dtype uint32 holds indices below 2\*\*32 = 4294967296, but "
+                                             r"the dataset has N=4294967296 samples; use int64 \(or auto\)$"):
+        export(path, tmp_path / "x.npy.d", index_dtype="uint32")
+    assert not (tmp_path / "x.npy.d").exists()
+    one_line_error(run("export", path, "-o", tmp_path / "x.npy.d", "--index-dtype", "uint32"), "N=4294967296")
+    # auto falls back to int64; N = 2**32 - 1 still fits uint32 (largest index 2**32 - 2).
+    assert _npy_dir(export(path, tmp_path / "auto", index_dtype="auto"))["indices"].dtype == np.int64
+    fits = write_schedule(_paired_toy(n_samples=2**32 - 1), tmp_path / "fits.zarr")
+    assert _npy_dir(export(fits, tmp_path / "fits", index_dtype="auto"))["indices"].dtype == np.uint32
+
+
+def test_export_index_dtype_bad_values(tmp_path):
+    path = write_schedule(_paired_toy(), tmp_path / "p.zarr")
+    with pytest.raises(ParameterError, match=r"^index dtype must be one of \['int64', 'uint32', 'auto'\], got 'int32'$"):
+        export(path, tmp_path / "x", index_dtype="int32")
+    one_line_error(run("export", path, "--format", "jsonl", "-o", tmp_path / "x.jsonl", "--index-dtype", "uint32"),
+                   "index dtype 'uint32' applies to --format npy only")
+    r = run("export", path, "-o", tmp_path / "c.npy.d", "--index-dtype", "auto", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert _npy_dir(tmp_path / "c.npy.d")["indices"].dtype == np.uint32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy.d", "p.zarr"]  # refusals wrote nothing
+
+
+def test_export_never_writes_a_pickle(tmp_path, monkeypatch):
+    """An object array (no store holds one) makes the writer raise instead of pickling it; nothing is left."""
+    import schedgen.catalog as catalog
+
+    path = write_schedule(_paired_toy(), tmp_path / "p.zarr")
+    s = read_schedule(path)
+    s.batch_arrays["names"] = np.array(["a", 1] * 5, dtype=object)
+    monkeypatch.setattr(catalog, "read_schedule", lambda p: s)
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        export(path, tmp_path / "x.npy.d")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr"]
