@@ -95,16 +95,14 @@ def _flush_warnings(caught) -> None:
 
 @contextlib.contextmanager
 def _progress(label: str, quiet: bool):
-    """Yield a ``progress(done, total, stage="batches")`` callback drawing rich bars on stderr.
+    """Yield a ``progress(done, total)`` callback drawing a rich bar on stderr.
 
-    Each stage (the fingerprint, the row-sum pass, k-means, the Nyström features, the
-    batches) gets its own line with its rate and ETA. The bars start at the first call,
-    so input errors raised before any work print their one line alone.
+    The bar starts at the first call, so input errors raised before any work
+    print their one line alone.
     """
     bar = None
-    tasks: dict = {}
 
-    def update(done: int, total: int, stage: str = "batches") -> None:
+    def update(done: int, total: int) -> None:
         nonlocal bar
         if quiet:
             return
@@ -118,13 +116,10 @@ def _progress(label: str, quiet: bool):
                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
                 TimeRemainingColumn(), console=Console(stderr=True),
             )
+            bar.add_task(label, total=total, rate="")
             bar.start()
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(label if stage == "batches" else f"{label}: {stage}", total=total, rate="")
-        t = bar.tasks[tasks[stage]]
-        unit = "batches" if stage == "batches" else "rows"
-        rate = f"{t.speed:.1f} {unit}/s" if t.speed and total > 1 else ""
-        bar.update(t.id, completed=done, total=total, rate=rate)
+        t = bar.tasks[0]
+        bar.update(t.id, completed=done, total=total, rate=f"{t.speed:.1f} batches/s" if t.speed else "")
 
     try:
         yield update
