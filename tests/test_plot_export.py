@@ -697,3 +697,16 @@ def test_export_never_writes_a_pickle(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="allow_pickle=False"):
         export(path, tmp_path / "x.npy.d")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr"]
+
+
+def test_export_uint32_cast_never_wraps(tmp_path, monkeypatch):
+    """The cast checks the values themselves, not only N (a store's own checks keep them below N)."""
+    import schedgen.catalog as catalog
+
+    path = write_schedule(_paired_toy(), tmp_path / "p.zarr")
+    s = read_schedule(path)
+    s.indices[3] = 2**32 + 5  # would wrap to 5
+    monkeypatch.setattr(catalog, "read_schedule", lambda p: s)
+    with pytest.raises(StoreError, match=r"^indices holds values outside \[0, 2\*\*32\) and cannot be written as uint32$"):
+        export(path, tmp_path / "x.npy.d", index_dtype="uint32")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr"]
