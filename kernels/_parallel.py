@@ -270,3 +270,23 @@ def run_tasks(
             raise
         finally:
             ex.shutdown(wait=True)
+
+
+def rows_done(progress: Callable[[int, int], None] | None, total: int) -> Callable[[int], None]:
+    """A thread-safe ``advance(rows)`` that reports ``progress(rows done so far, total)``.
+
+    Worker threads finish blocks in any order; the count is taken and reported under one
+    lock, so the reported values only grow. Without ``progress`` it does nothing.
+    """
+    if progress is None:
+        return lambda rows: None
+    lock = threading.Lock()
+    done = [0]
+
+    def advance(rows: int) -> None:
+        with lock:
+            done[0] += rows
+            progress(done[0], total)
+
+    return advance
+

@@ -13,13 +13,13 @@ the number of threads, so results are the same bytes run after run, for any
 from __future__ import annotations
 
 import numbers
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from schedgen.errors import ParameterError
 
-from ._parallel import run_tasks
+from ._parallel import rows_done, run_tasks
 from .backend import get_namespace, to_numpy
 from .families import Kernel, as_float_matrix, sq_norms
 
@@ -185,6 +185,7 @@ def row_sums(
     block_rows: int | None = None,
     block_cols: int | None = None,
     n_jobs: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RowSums:
     """Row sums of the full kernel matrix, in tiles (never N × N in memory).
 
@@ -202,6 +203,8 @@ def row_sums(
         summation order, hence the exact bits of the result.
     n_jobs : int, optional
         Host worker threads (default: the usable CPUs). Does not change the result.
+    progress : callable(rows_done, n_samples), optional
+        Called after each row block (from the worker that finished it, under a lock).
 
     Returns
     -------
@@ -230,9 +233,12 @@ def row_sums(
     s = xp.zeros(n, dtype=xp.float64)
     neg = None if kernel.nonnegative else xp.zeros(n, dtype=xp.float64)
 
+    advance = rows_done(progress, n)
+
     def task(i0, state):
         i1 = min(i0 + br, n)
         _tile_sums(kernel, L[i0:i1], R, s[i0:i1], None if neg is None else neg[i0:i1], xp, bc, i0, state)
+        advance(i1 - i0)
 
     size = min(br, n) * min(bc, n)
     _execute(xp, task, range(0, n, br), _state_maker(kernel, xp, X.dtype, size), n_jobs)

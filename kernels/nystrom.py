@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from schedgen.errors import ParameterError
 from schedgen.params import check_int
 from schedgen.rng import rng
 
-from ._parallel import pinned_blas, run_tasks
+from ._parallel import pinned_blas, rows_done, run_tasks
 from .backend import to_numpy
 from .blocked import block_sums, gram
 from .families import Kernel, as_float_matrix
@@ -204,7 +204,8 @@ def _inv_sqrt(K_zz: np.ndarray, rtol: float) -> tuple[np.ndarray, int, float]:
 
 
 def nystrom_features(
-    kernel: Kernel, X: Any, landmarks: Any, *, rtol: float = EIG_RTOL, n_jobs: int | None = None
+    kernel: Kernel, X: Any, landmarks: Any, *, rtol: float = EIG_RTOL, n_jobs: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> NystromFactor:
     """``Φ = K(X, Z) · K(Z, Z)^{-1/2}`` (pseudo-inverse square root), float64, in row blocks.
 
@@ -218,6 +219,8 @@ def nystrom_features(
         Eigenvalues of K(Z, Z) at or below ``rtol · μ_max`` are treated as zero.
     n_jobs : int, optional
         Worker threads (default: the usable CPUs). Does not change the result.
+    progress : callable(rows_done, n_samples), optional
+        Called after each row block.
 
     Returns
     -------
@@ -235,10 +238,13 @@ def nystrom_features(
     A, rank, cutoff = _inv_sqrt(kernel.block(Z, Z), rtol)
     Phi = np.empty((n, m), dtype=np.float64)
 
+    advance = rows_done(progress, n)
+
     def task(i0, state):
         # float64 rows and landmarks: the block is computed in float64 (Kernel.block's rule)
         Kb = kernel.block(np.asarray(X[i0 : i0 + _BLOCK_ROWS], dtype=np.float64), Z)
         np.matmul(Kb, A, out=Phi[i0 : i0 + _BLOCK_ROWS])
+        advance(Kb.shape[0])
 
     run_tasks(task, range(0, n, _BLOCK_ROWS), lambda: None, n_jobs)
     return NystromFactor(features=Phi, landmarks=Z, rank=rank, cutoff=cutoff)

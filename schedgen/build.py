@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -344,6 +345,21 @@ def _summary_hit(config: BuildConfig, method: Method, known, out_dir: Path, t0: 
         return None
 
 
+def _staged(progress):
+    """``progress`` as a ``(done, total, stage="batches")`` callable: a callback that takes
+    no ``stage`` keyword keeps its ``(done, total)`` contract and sees the batches only."""
+    if progress is None:
+        return None
+    try:
+        params = inspect.signature(progress).parameters.values()
+        takes_stage = any(p.name == "stage" or p.kind is p.VAR_KEYWORD for p in params)
+    except (TypeError, ValueError):  # a builtin without a signature
+        takes_stage = False
+    if takes_stage:
+        return lambda done, total, stage="batches": progress(done, total, stage=stage)
+    return lambda done, total, stage="batches": progress(done, total) if stage == "batches" else None
+
+
 def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResult:
     """Build (or fetch from the cache) the schedule ``config`` describes.
 
@@ -354,7 +370,10 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
     ----------
     config : BuildConfig
     progress : callable(done, total), optional
-        Called with the batches done.
+        Called with the batches done. A callable that also takes a ``stage`` keyword is
+        called for the stages before the batches too (``stage="fingerprint"``, ``"row
+        sums"``, ``"k-means landmarks"``, ``"Nyström features"``, ``"eigendecomposition"``,
+        and ``"batches"``), with rows (or 0/1 for a stage that cannot count) as done/total.
 
     Raises
     ------
@@ -366,6 +385,7 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
         The output directory is not writable or full (the message names the path and the reason).
     """
     t0 = time.perf_counter()
+    progress = _staged(progress)
     method = get_method(config.method)
     check_options(config)
     out_dir = Path(config.out_dir)
@@ -380,6 +400,8 @@ def build(config: BuildConfig, *, progress: Progress | None = None) -> BuildResu
     if k > ds.n_samples:
         raise ParameterError(f"k must be a positive integer no larger than the dataset (N={ds.n_samples}), got k={k}")
     _check_partner_size(config, ds.n_samples)
+    # After the checks on k: a bad option is one line, never a bar and then an error.
+    ds.compute_fingerprint(None if progress is None else lambda d, t: progress(d, t, stage="fingerprint"))
     params, key, path = _locate(config, method, ds, out_dir)
 
     # Fast path without the lock: a finished store only ever appears whole (renamed into

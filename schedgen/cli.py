@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -95,16 +96,24 @@ def _flush_warnings(caught) -> None:
 
 @contextlib.contextmanager
 def _progress(label: str, quiet: bool):
-    """Yield a ``progress(done, total)`` callback drawing a rich bar on stderr.
+    """Yield a ``progress(done, total, stage="batches")`` callback drawing rich bars on stderr.
 
-    The bar starts at the first call, so input errors raised before any work
-    print their one line alone.
+    Each stage (the fingerprint, the row-sum pass, k-means, the Nyström features, the
+    batches) gets its own line with its rate and ETA. The batches' bar starts at their
+    first call; a stage before them shows once it has run for a second (most builds
+    finish those in less), so input errors found after a quick fingerprint still print
+    their one line alone.
     """
     bar = None
+    tasks: dict = {}
+    started: dict = {}
 
-    def update(done: int, total: int) -> None:
+    def update(done: int, total: int, stage: str = "batches") -> None:
         nonlocal bar
         if quiet:
+            return
+        now = time.monotonic()
+        if stage != "batches" and stage not in tasks and now - started.setdefault(stage, now) < 1.0:
             return
         if bar is None:
             from rich.console import Console
@@ -116,10 +125,13 @@ def _progress(label: str, quiet: bool):
                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
                 TimeRemainingColumn(), console=Console(stderr=True),
             )
-            bar.add_task(label, total=total, rate="")
             bar.start()
-        t = bar.tasks[0]
-        bar.update(t.id, completed=done, total=total, rate=f"{t.speed:.1f} batches/s" if t.speed else "")
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(label if stage == "batches" else f"{label}: {stage}", total=total, rate="")
+        t = bar.tasks[tasks[stage]]
+        unit = "batches" if stage == "batches" else "rows"
+        rate = f"{t.speed:.1f} {unit}/s" if t.speed and total > 1 else ""
+        bar.update(t.id, completed=done, total=total, rate=rate)
 
     try:
         yield update

@@ -52,8 +52,9 @@ class RunContext:
 
     Attributes
     ----------
-    progress : callable(done, total), optional
-        Called with the batches done.
+    progress : callable(done, total, stage="batches"), optional
+        Called with the batches done; a stage that can take long before the batches (the
+        row-sum pass, k-means, the Nyström features) reports through :func:`stage`.
     warn : callable(str)
         Reports something legal but probably unwanted (a diagonal kernel, ...).
     checkpoint : schedgen.checkpoint.Checkpoint, optional
@@ -132,3 +133,13 @@ def feature_needs(config, ds) -> tuple[int, list[MemoryNeed]]:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def stage(progress: Progress | None, name: str) -> Callable[[int, int], None] | None:
+    """``progress`` bound to the stage ``name``: a ``(done, total)`` callable that reports
+    ``progress(done, total, stage=name)`` (None without ``progress``). The build hands
+    methods a ``progress`` that takes the ``stage`` keyword (:func:`schedgen.build.build`)."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(done, total, stage=name)
+

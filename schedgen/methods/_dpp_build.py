@@ -20,7 +20,7 @@ from ..errors import ParameterError
 from ..kernels import gram, make_kernel, pinned_blas, sq_norms
 from ..mmd2 import grow_prefix_sum, split_mmd2
 from ..rng import rng
-from ._base import MethodOutput, feature_spec
+from ._base import MethodOutput, feature_spec, stage
 from ._mmd_build import cached_features, cached_row_sums, nystrom_factor
 
 __all__ = ["run_dpp", "esp_table", "sample_kdpp", "inclusion_probabilities", "spectrum", "dual_spectrum"]
@@ -223,15 +223,21 @@ def run_dpp(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
     if cfg.approx is None:
         L = gram(kernel, X, ids, ids)
         L = (L + L.T) / 2.0  # exactly symmetric for eigh
+        eig = stage(progress, "eigendecomposition")
+        if eig:
+            eig(0, 1)  # LAPACK reports nothing while it runs: the stage and its elapsed time show
         lam, V = spectrum(L)
+        if eig:
+            eig(1, 1)
         s_tot = L.sum(axis=1)
         exact = _DenseColumns(L)
         what = "the kernel matrix has"
     else:
-        factor, recorded = nystrom_factor(cfg, kernel, X)
+        factor, recorded = nystrom_factor(cfg, kernel, X, progress)
         lam, V = dual_spectrum(factor.features, overwrite=True)  # Φ's memory now holds V
         s_tot = cached_row_sums(kernel, X, fingerprint=ds.fingerprint,
-                                feature_params=feature_spec(cfg).params(ds.n_features), cache_dir=cache_dir)[0]
+                                feature_params=feature_spec(cfg).params(ds.n_features), cache_dir=cache_dir,
+                                progress=progress)[0]
         exact = _KernelColumns(kernel, X)
         what = f"the Nyström factor of --approx {cfg.approx} has"
     rank = int(np.count_nonzero(lam))

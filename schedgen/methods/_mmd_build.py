@@ -38,11 +38,11 @@ from ..kernels import (
     pinned_blas,
     row_sums,
 )
-from ..kernels.nystrom import ERROR_ROWS, NystromFactor, nystrom, nystrom_error
+from ..kernels.nystrom import ERROR_ROWS, NystromFactor, kmeans_landmarks, nystrom_error, nystrom_features
 from ..params import approx_landmarks
 from .selection import MMDState, mmd_schedule
 from .solvers import get_solver
-from ._base import MethodOutput, feature_spec
+from ._base import MethodOutput, feature_spec, stage
 
 __all__ = ["run_mmd", "cached_features", "cached_row_sums", "save_state", "load_state", "nystrom_factor"]
 
@@ -81,10 +81,13 @@ def cached_features(ds: Dataset, spec: FeatureSpec, cache_dir: Path | None) -> n
     return X
 
 
-def cached_row_sums(kernel, X, *, fingerprint: str, feature_params: dict, cache_dir: Path | None):
-    """``row_sums(kernel, X)``, memoised on disk by fingerprint, features and kernel."""
+def cached_row_sums(kernel, X, *, fingerprint: str, feature_params: dict, cache_dir: Path | None,
+                    progress=None):
+    """``row_sums(kernel, X)``, memoised on disk by fingerprint, features and kernel
+    (``progress(done, total, stage=...)`` sees the pass's rows as stage "row sums")."""
+    rows = stage(progress, "row sums")
     if cache_dir is None:
-        return row_sums(kernel, X)
+        return row_sums(kernel, X, progress=rows)
     # The features' own bytes are in the key: the PCA subsample depends on the seed, which
     # neither the fingerprint nor the feature parameters carry.
     X_bytes = hashlib.sha256(np.ascontiguousarray(backend.to_numpy(X)).data).hexdigest()
@@ -98,7 +101,7 @@ def cached_row_sums(kernel, X, *, fingerprint: str, feature_params: dict, cache_
                 return s, neg
         except (OSError, ValueError, KeyError):
             pass
-    s, neg = row_sums(kernel, X)
+    s, neg = row_sums(kernel, X, progress=rows)
 
     def save(p: Path) -> None:
         with open(p, "wb") as f:
@@ -108,12 +111,18 @@ def cached_row_sums(kernel, X, *, fingerprint: str, feature_params: dict, cache_
     return s, neg
 
 
-def nystrom_factor(cfg, kernel, X) -> tuple[NystromFactor, dict]:
+def nystrom_factor(cfg, kernel, X, progress=None) -> tuple[NystromFactor, dict]:
     """The Nyström factor of ``--approx nystrom:M`` (``cfg.approx``) on the host features X,
     and what a store records of it: ``approx_rank`` (eigenvalues of K(Z, Z) kept) and
     ``approx_error`` (:class:`~schedgen.kernels.nystrom.NystromError` on ``ERROR_ROWS``
     seeded rows, against exact float64 sums). One code path for every method with ``--approx``."""
-    factor = nystrom(kernel, X, approx_landmarks(cfg.approx), seed=cfg.seed)
+    landmarks = stage(progress, "k-means landmarks")
+    if landmarks:
+        landmarks(0, 1)  # k-means reports nothing while it runs: the stage and its elapsed time show
+    Z = kmeans_landmarks(X, approx_landmarks(cfg.approx), seed=cfg.seed)
+    if landmarks:
+        landmarks(1, 1)
+    factor = nystrom_features(kernel, X, Z, progress=stage(progress, "Nyström features"))
     err = nystrom_error(kernel, X, factor.features, seed=cfg.seed, n_rows=ERROR_ROWS)
     return factor, {"approx_rank": factor.rank, "approx_error": err.params()}
 
@@ -236,11 +245,12 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
     recorded: dict = {}
     if cfg.approx is None:
         s_tot, neg_tot = cached_row_sums(
-            kernel, X, fingerprint=ds.fingerprint, feature_params=feature_params, cache_dir=cache_dir
+            kernel, X, fingerprint=ds.fingerprint, feature_params=feature_params, cache_dir=cache_dir,
+            progress=progress,
         )
         sums = {"s_tot": s_tot, "neg_tot": neg_tot}
     else:
-        factor, recorded = nystrom_factor(cfg, kernel, X_host)
+        factor, recorded = nystrom_factor(cfg, kernel, X_host, progress)
         # The loop compacts Φ in place: nothing else holds it.
         sums = {"factor": factor.features}
         recorded["batch_mmd2_kernel"] = "nystrom"

@@ -75,7 +75,8 @@ class SubmodularMethod(Method):
                                  coef0=config.coef0, X=X, seed=config.seed)
             kernel.check_range(X)
             s_tot, _ = cached_row_sums(kernel, X, fingerprint=ds.fingerprint,
-                                       feature_params=spec.params(ds.n_features), cache_dir=ctx.cache_dir)
+                                       feature_params=spec.params(ds.n_features), cache_dir=ctx.cache_dir,
+                                       progress=ctx.progress)
             r = submodular_schedule(X, ds.y, k, epochs=config.epochs, seed=config.seed,
                                     normalize=config.submodular_normalize, kernel=kernel, s_tot=s_tot,
                                     progress=ctx.progress, checkpoint=ctx.checkpoint)
