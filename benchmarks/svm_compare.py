@@ -194,8 +194,8 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--bound-seeds", type=int, default=3, help="seeds of the svm-bound arm (the first ones)")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--bound-seeds", type=int, default=5, help="seeds of the svm-bound arm (the first ones)")
     ap.add_argument("--svm-epochs", type=int, default=5)
     ap.add_argument("--sgd-epochs", type=int, default=60)
     ap.add_argument("--lrs", default="0.5,2,8", help="SGD learning rates")
