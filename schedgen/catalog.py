@@ -1,4 +1,5 @@
-"""Looking at built schedules: info, verify, list, export."""
+"""Looking at built schedules: info, verify, list, export (local stores, stores at a URL,
+and registries: :mod:`schedgen.registry`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 from ._proc import atomic_write
 from .data import load_dataset
 from .errors import ParameterError, SchedgenError, StoreError
+from .registry import fetch, is_registry, list_registry, registry_store
 from .store import FORMAT1_NOTE, atomic_directory, check_format, is_remote, read_attrs, read_schedule
 
 __all__ = ["info", "verify", "list_schedules", "export", "EXPORT_FORMATS", "INDEX_DTYPES"]
@@ -26,7 +28,20 @@ _INDEX_ARRAYS = ("indices", "partner_indices")
 
 
 def info(path) -> dict:
-    """Summary of a store: its attributes plus batch-size statistics (reads and checks it)."""
+    """Summary of a store: its attributes plus batch-size statistics (reads and checks it).
+
+    A store in a registry (a URL whose ``manifest.json`` exists) is first fetched into the
+    local cache and verified (:func:`schedgen.registry.fetch`); its summary gets
+    ``registry`` (name, catalog key, content digest, files, bytes).
+    """
+    if is_remote(path):
+        m = registry_store(str(path))
+        if m is not None:
+            out = info(fetch(str(path)))
+            out["path"] = str(path)
+            out["registry"] = {"name": m.name, "key": m.key, "content": m.content,
+                               "files": len(m.files), "bytes": m.n_bytes}
+            return out
     s = read_schedule(path)
     sizes = np.diff(s.batch_offsets)
     out = {
@@ -84,12 +99,21 @@ def list_schedules(directory, *, verify: bool = False) -> list[dict]:
     Stores that cannot be read, and stores of a format this schedgen does not read
     (:data:`~schedgen.store.READ_FORMATS`; their other attributes may mean something
     else), are listed with an ``error`` field instead of failing.
+
+    A registry (a URL, or a local folder holding ``index.json``) is listed from its
+    catalog (:func:`schedgen.registry.list_registry`): stores without a manifest are not
+    in it; with ``verify`` each store is fetched into the cache and verified.
     """
-    if is_remote(directory):
-        raise ParameterError(
-            f"cannot list {directory}: list needs a local folder of .zarr stores, got a URL "
-            "(a store at a URL works with info, verify, export and plot, e.g. schedgen info URL)"
-        )
+    s = str(directory)
+    if is_remote(s) or s.startswith("file://"):
+        if not is_registry(s):
+            raise ParameterError(
+                f"cannot list {s}: list needs a local folder of .zarr stores, got a URL with no registry catalog "
+                "(index.json) there (a store at a URL works with info, verify, export and plot, e.g. schedgen info URL)"
+            )
+        return list_registry(s, verify=verify)
+    if (Path(s) / "index.json").is_file():
+        return list_registry(s, verify=verify)
     d = Path(directory)
     if not d.is_dir():
         raise ParameterError(f"{d} is not a directory; expected a folder of .zarr schedule stores")

@@ -234,6 +234,8 @@ def info(
                 f"  params      {json.dumps(d['params'], sort_keys=True)}",
                 f"  arrays      {', '.join(d['batch_arrays'] + d['epoch_arrays']) or '-'}",
             ]
+            + ([f"  registry    {d['registry']['name']} ({d['registry']['files']} files, "
+                f"{d['registry']['bytes']} bytes, verified against its manifest)"] if "registry" in d else [])
         )
         _print(d, as_json, human)
 
@@ -261,11 +263,11 @@ def verify(
 
 @app.command("list", cls=_Command)
 def list_(
-    directory: str = typer.Argument("schedules", metavar="DIR", help="A local folder of stores (not a URL)."),
+    directory: str = typer.Argument("schedules", metavar="DIR|URL", help="A local folder of stores, or a registry (s3://, http(s)://, file://, or a folder with index.json)."),
     verify: bool = typer.Option(False, "--verify", metavar=FLAG, help="Also read every store and recompute its digests (ok/FAILED per row)."),
     as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print one JSON array."),
 ) -> None:
-    """List the schedule stores in a folder (from their attributes, not verified: --verify checks the digests)."""
+    """List the schedule stores in a folder or a registry (from their attributes or the catalog, not verified: --verify checks the digests)."""
     from .catalog import list_schedules
 
     with _edge():
@@ -285,7 +287,37 @@ def list_(
         if failed:  # one error line, after the table (and the warnings, as every error)
             raise SchedgenError(f"{len(failed)} of {len(rows)} stores failed verification")
         if rows and not verify and not as_json:
-            typer.echo("note: read from attributes only, digests not checked (list --verify checks them)", err=True)
+            typer.echo("note: read from attributes (or a registry's catalog) only, digests not checked (list --verify checks them)", err=True)
+
+
+@app.command(cls=_Command)
+def push(
+    store: Path = typer.Argument(..., metavar="STORE", help="A local schedule store (.zarr)."),
+    url: str = typer.Argument(..., metavar="URL", help="Registry root: s3://BUCKET/PREFIX, file:///PATH or a local folder (credentials from the usual fsspec/boto configuration)."),
+    as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print one JSON object."),
+) -> None:
+    """Publish a store to a registry: its files, then its manifest, then its catalog entry."""
+    from .registry import push as run_push
+
+    with _edge():
+        r = run_push(store, url)
+        what = "pushed" if r.uploaded else "already in the registry:"
+        _print(r.to_json(), as_json, f"{what} {r.url} ({r.files} files, {r.n_bytes} bytes, key {r.key})")
+
+
+@app.command(cls=_Command)
+def pull(
+    url: str = typer.Argument(..., metavar="URL", help="A store in a registry: REGISTRY/NAME.zarr (schedgen list REGISTRY shows the names)."),
+    directory: Path = typer.Argument(Path("schedules"), metavar="DIR", help="Local folder to put the store in."),
+    as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print one JSON object."),
+) -> None:
+    """Download a store from a registry, check every file against its manifest and the store's digests, then move it into place."""
+    from .registry import pull as run_pull
+
+    with _edge():
+        r = run_pull(url, directory)
+        what = "pulled" if r.downloaded else "already here:"
+        _print(r.to_json(), as_json, f"{what} {r.path} ({r.files} files, {r.n_bytes} bytes, verified)")
 
 
 @app.command(cls=_Command)
