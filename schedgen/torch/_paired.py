@@ -3,8 +3,11 @@
 Each step yields one :class:`PairedBatch`: this rank's part of S1 (the
 schedule's batch ``b``) followed by this rank's part of S2 (row ``b`` of the
 store's ``partner_indices``, written by ``schedgen build --pair``); both are
-split across ranks as :class:`~schedgen.torch.ScheduleBatchSampler` splits S1
-(contiguous ``np.array_split`` parts, earlier ranks take the extra sample).
+split across ranks as :class:`~schedgen.torch.ScheduleBatchSampler` splits S1,
+by the same ``uneven`` rule (:func:`~schedgen.torch._replay.local_part`): with
+``split``, contiguous ``np.array_split`` parts, earlier ranks take the extra
+sample; with ``drop`` or ``pad``, every rank's S1 part has one length and its
+S2 part another, the same on every rank.
 
 Roles through a ``DataLoader``
 ------------------------------
@@ -24,7 +27,7 @@ the items, so the split point must travel with the items. The one design:
 The roles are part of the items, so they survive ``num_workers > 0``,
 ``pin_memory`` and torchdata's ``StatefulDataLoader``. Epochs, sharding and
 resume are :class:`~schedgen.torch.ScheduleBatchSampler`'s (it is the base
-class); the state's ``digest`` also covers ``partner_indices``.
+class), elastic resume included; the state's ``digest`` also covers ``partner_indices``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from torch.utils.data import Dataset, default_collate
 
 from ..errors import ParameterError
 from ..store import Schedule, array_digest
-from ._replay import ScheduleBatchSampler
+from ._replay import ScheduleBatchSampler, local_part
 from ._validate import describe
 
 __all__ = ["PairedBatch", "PairedScheduleBatchSampler", "RoleTaggedDataset", "paired_collate"]
@@ -89,9 +92,10 @@ class PairedScheduleBatchSampler(ScheduleBatchSampler):
         :class:`~schedgen.store.Schedule` with ``batch_arrays["partner_indices"]``:
         int64 of shape ``(n_batches, M)``, values in ``[0, n_samples)``; row
         ``b`` is the partner of global batch ``b``.
-    rank, world_size, epoch, dataset
+    rank, world_size, epoch, dataset, uneven
         As :class:`~schedgen.torch.ScheduleBatchSampler`; ``M`` must also be at
         least ``world_size``. ``dataset`` may be the :class:`RoleTaggedDataset`.
+        ``uneven`` applies to S1 and S2 alike (S2's ``M`` samples are one batch).
 
     Attributes
     ----------
@@ -128,8 +132,9 @@ class PairedScheduleBatchSampler(ScheduleBatchSampler):
         world_size: int = 1,
         epoch: int = 0,
         dataset: Any = None,
+        uneven: str = "split",
     ) -> None:
-        super().__init__(source, rank=rank, world_size=world_size, epoch=epoch, dataset=dataset)
+        super().__init__(source, rank=rank, world_size=world_size, epoch=epoch, dataset=dataset, uneven=uneven)
         self.partners = _partners(self.schedule, source, world_size)
         schedule_digest = self.digest
         self.digest = hashlib.sha256(f"{schedule_digest}:{array_digest(self.partners)}".encode()).hexdigest()
@@ -142,10 +147,10 @@ class PairedScheduleBatchSampler(ScheduleBatchSampler):
         if e != self._paired_epoch:
             s1 = super()._batches(epoch)
             b0 = int(self.schedule.epoch_offsets[e])
-            q, r = divmod(self.partners.shape[1], self.world_size)
-            # The same np.array_split rule as S1's.
-            a = self.rank * q + min(self.rank, r)
-            s2 = self.partners[b0 : b0 + len(s1), a : a + q + (self.rank < r)].tolist()
+            # The same rule as S1's, on the M columns of a partner row (pad wraps to the first columns).
+            start, length = local_part(np.array([self.partners.shape[1]]), self.rank, self.world_size, self.uneven)
+            cols = (int(start[0]) + np.arange(int(length[0]))) % self.partners.shape[1]
+            s2 = self.partners[b0 : b0 + len(s1)][:, cols].tolist()
             self._paired = [PairedBatch(x + y, len(x)) for x, y in zip(s1, s2)]
             self._paired_epoch = e
         return self._paired

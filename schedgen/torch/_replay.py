@@ -1,7 +1,8 @@
 """Replay a precomputed schedule store: :class:`ScheduleBatchSampler`.
 
-Epochs, sharding and the resume protocol are described in :mod:`schedgen.torch`;
-the resume position itself is a :class:`~schedgen.torch._resume.Cursor`.
+Epochs, sharding (with the ``uneven`` rules of :func:`local_part`) and the
+resume protocol are described in :mod:`schedgen.torch`; the resume position
+itself is a :class:`~schedgen.torch._resume.Cursor`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,53 @@ from torch.utils.data import Sampler
 from ..errors import ParameterError
 from ..store import Schedule, read_schedule, schedule_digest
 from ._resume import Cursor, check_keys, read_position
-from ._validate import check_dataset, check_int, check_str
+from ._validate import check_choice, check_dataset, check_int, check_str
 
-__all__ = ["ScheduleBatchSampler"]
+__all__ = ["ScheduleBatchSampler", "UNEVEN", "local_part"]
 
 #: Keys of :meth:`ScheduleBatchSampler.state_dict`.
 _STATE_KEYS = ("epoch", "yielded", "digest", "rank", "world_size")
+
+#: How a global batch whose size does not divide by ``world_size`` is shared (see :func:`local_part`).
+UNEVEN = ("split", "drop", "pad")
+
+
+def local_part(
+    sizes: np.ndarray, rank: int, world_size: int, uneven: str = "split"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``rank``'s part of each global batch starts, and its length.
+
+    Rank ``rank`` takes the batch's positions ``(start + j) % size`` for
+    ``0 <= j < length``, with ``q, r = divmod(size, world_size)``:
+
+    * ``split``: ``np.array_split``'s contiguous parts, the first ``r`` ranks
+      take ``q + 1`` samples, the others ``q``; the parts reunite to the batch.
+    * ``drop``: ``q`` samples each, contiguous: the batch's last ``r`` samples
+      (in stored order) go to no rank; the parts reunite to ``batch[:q * world_size]``.
+    * ``pad``: ``c = ceil(size / world_size)`` samples each, contiguous in the
+      batch followed by its first ``c * world_size - size`` samples again; the
+      parts reunite to ``batch + batch[:c * world_size - size]``. A part never
+      holds a sample twice (``c <= size``).
+
+    Parameters
+    ----------
+    sizes : array of shape (n_batches,), int
+        Global batch sizes, each at least ``world_size``.
+    rank, world_size : int
+        ``0 <= rank < world_size``.
+    uneven : {"split", "drop", "pad"}
+
+    Returns
+    -------
+    start, length : arrays of shape (n_batches,), int64
+    """
+    q, r = np.divmod(np.asarray(sizes, dtype=np.int64), world_size)
+    if uneven == "split":
+        return rank * q + np.minimum(rank, r), q + (rank < r)
+    if uneven == "drop":
+        return rank * q, q
+    c = q + (r > 0)
+    return rank * c, c
 
 
 class ScheduleBatchSampler(Sampler[list[int]]):
@@ -47,6 +89,13 @@ class ScheduleBatchSampler(Sampler[list[int]]):
         fingerprint. The sampler keeps no reference to it. Pass it: a
         ``DataLoader`` never tells its batch sampler which dataset it indexes,
         so without it a schedule replays over any dataset with enough rows.
+    uneven : {"split", "drop", "pad"}, default "split"
+        How a global batch of ``b`` samples is shared when ``world_size`` does
+        not divide ``b`` (``q, r = divmod(b, world_size)``). ``split``: every
+        sample once, local batches of ``q + 1`` (first ``r`` ranks) and ``q``.
+        ``drop``: ``q`` each, the batch's last ``r`` samples unused. ``pad``:
+        ``ceil(b / world_size)`` each, the batch's first ones repeated. The
+        trade-off is under Notes; an even batch is split the same way by all three.
 
     Attributes
     ----------
@@ -54,15 +103,56 @@ class ScheduleBatchSampler(Sampler[list[int]]):
         The schedule in memory (read-only int64 arrays).
     digest : str
         The schedule digest (hex sha256 of ``indices`` and ``batch_offsets``).
+    uneven : str
+        The ``uneven`` rule.
 
     Raises
     ------
     ParameterError
-        Bad ``rank``/``world_size``/``epoch``, a schedule without epochs, a
-        batch smaller than ``world_size``, or a ``dataset`` of another length or
-        fingerprint than the schedule's.
+        Bad ``rank``/``world_size``/``epoch``/``uneven``, a schedule without
+        epochs, a batch smaller than ``world_size``, or a ``dataset`` of
+        another length or fingerprint than the schedule's.
     StoreError
         The store is missing, malformed or fails its digest check.
+
+    Notes
+    -----
+    **Uneven global batches.** DDP averages the ranks' gradients with equal
+    weights, and each rank's loss is (usually) the mean over its local batch, so
+    local batches of different sizes weigh their samples differently:
+
+    * ``split`` (default) trains on every sample of the batch once, but a sample
+      on a rank with ``q`` samples weighs ``(q + 1) / q`` times one on a rank
+      with ``q + 1``: the step's gradient is not the batch mean. It is exact if
+      the loss is summed (``reduction="sum"``) and scaled by ``world_size / b``.
+    * ``drop`` gives the exact mean gradient of the ``q * world_size`` samples
+      kept, but the batch's last ``b mod world_size`` samples (stored order) are
+      not trained on in that step. A schedule replays the same batches every
+      time it cycles, so a dropped sample of a one-epoch schedule is never
+      trained on; and the batch trained on is not the batch the method chose.
+    * ``pad`` trains on every sample and gives equal sizes, but the batch's
+      first ``ceil(b / world_size) * world_size - b`` samples (fewer than
+      ``world_size``) count twice in the step's mean (batch-norm statistics
+      see them twice too). No local batch holds a sample twice. It is
+      ``DistributedSampler``'s rule (repeat the first ones), applied per batch.
+
+    The rule changes what each rank gets, never the global batch order or the
+    number of steps.
+
+    **Elastic resume.** ``state_dict()["yielded"]`` counts global batches
+    consumed in ``epoch`` (each rank hands out one part of each), and the
+    global order does not depend on ``world_size``. So
+    :meth:`load_state_dict` accepts a state saved at another ``rank``,
+    ``world_size`` or ``uneven``: the next ``__iter__`` plays this sampler's
+    part of the global batches from ``yielded`` on. Ranks step in lockstep
+    under DDP, so every rank's state of one step holds the same
+    ``(epoch, yielded)``: save one (say rank 0's) and load it on every rank of
+    the restarted job, whatever its size. The same holds of a torchdata
+    ``StatefulDataLoader`` state (whose sampler part is this state) when
+    every rank snapshots at the same steps (the same
+    ``snapshot_every_n_steps``); torchdata itself loads a loader state only
+    into a loader with the same ``num_workers``. The digest is still checked:
+    a state of another schedule is refused.
 
     Examples
     --------
@@ -83,10 +173,12 @@ class ScheduleBatchSampler(Sampler[list[int]]):
         world_size: int = 1,
         epoch: int = 0,
         dataset: Any = None,
+        uneven: str = "split",
     ) -> None:
         world_size = check_int("world_size", world_size, low=1)
         rank = check_int("rank", rank, low=0, high=world_size)
         epoch = check_int("epoch", epoch, low=0)
+        self.uneven = check_choice("uneven", uneven, UNEVEN)
         self.schedule = _load(source)
         if dataset is not None:
             check_dataset(dataset, self.schedule)
@@ -176,13 +268,14 @@ class ScheduleBatchSampler(Sampler[list[int]]):
             s = self.schedule
             b0, b1 = int(s.epoch_offsets[e]), int(s.epoch_offsets[e + 1])
             offsets = s.batch_offsets[b0 : b1 + 1]
-            q, r = np.divmod(np.diff(offsets), self.world_size)
-            # np.array_split: the first r ranks take q + 1 samples, the others q.
-            starts = offsets[:-1] + self.rank * q + np.minimum(self.rank, r)
-            stops = starts + q + (self.rank < r)
-            lo = int(offsets[0])
-            flat = s.indices[lo : int(offsets[-1])].tolist()
-            self._cache = [flat[a:b] for a, b in zip((starts - lo).tolist(), (stops - lo).tolist())]
+            sizes = np.diff(offsets)
+            start, length = local_part(sizes, self.rank, self.world_size, self.uneven)
+            ends = np.cumsum(length)
+            # Position j of each local batch, then (start + j) % size in its global batch (pad wraps).
+            j = np.arange(int(ends[-1]) if len(ends) else 0) - np.repeat(ends - length, length)
+            pos = np.repeat(offsets[:-1], length) + (np.repeat(start, length) + j) % np.repeat(sizes, length)
+            flat = s.indices[pos].tolist()
+            self._cache = [flat[a:b] for a, b in zip((ends - length).tolist(), ends.tolist())]
             self._cache_epoch = e
         return self._cache
 
@@ -206,8 +299,10 @@ class ScheduleBatchSampler(Sampler[list[int]]):
         Returns
         -------
         dict
-            ``epoch``, ``yielded`` (batches of that epoch this sampler has handed
-            out), ``digest``, ``rank`` and ``world_size``.
+            ``epoch``, ``yielded`` (global batches of that epoch consumed: this
+            sampler handed out its part of each), ``digest``, and the ``rank``
+            and ``world_size`` it was saved at (a record; any rank, world size
+            and ``uneven`` rule resumes it).
         """
         return {
             **self._cursor.position(),
@@ -224,12 +319,22 @@ class ScheduleBatchSampler(Sampler[list[int]]):
         state_dict : mapping
             As returned by :meth:`state_dict`.
 
+        Notes
+        -----
+        Elastic: the state's ``rank`` and ``world_size`` need not be this
+        sampler's. The global batch order does not depend on the world size,
+        and ``yielded`` counts global batches, so the next ``__iter__`` plays
+        this rank's part (under this sampler's ``world_size`` and ``uneven``)
+        of the global batches from ``yielded`` on. All ranks of a step have
+        consumed the same count, so one rank's state resumes every rank.
+
         Raises
         ------
         ParameterError
-            The state is malformed, comes from another schedule, rank or
-            world size, points past the end of its epoch, or is a mid-epoch
-            state of another epoch than the one chosen with :meth:`set_epoch`.
+            The state is malformed (its ``rank`` not below its ``world_size``),
+            comes from another schedule, points past the end of its epoch, or
+            is a mid-epoch state of another epoch than the one chosen with
+            :meth:`set_epoch`.
         """
         check_keys(state_dict, _STATE_KEYS, "ScheduleBatchSampler")
         digest = check_str("state_dict['digest']", state_dict["digest"], hex64=True)
@@ -238,14 +343,13 @@ class ScheduleBatchSampler(Sampler[list[int]]):
                 f"state_dict comes from another schedule: its digest is {digest[:16]}..., "
                 f"this sampler's schedule has {self.digest[:16]}..."
             )
+        # Where the state was saved: checked as a record, never required to match (elastic resume).
         world_size = check_int("state_dict['world_size']", state_dict["world_size"], low=1)
         rank = check_int("state_dict['rank']", state_dict["rank"], low=0)
-        for key, theirs, mine in (("world_size", world_size, self.world_size), ("rank", rank, self.rank)):
-            if theirs != mine:
-                raise ParameterError(
-                    f"state_dict was saved with {key}={theirs}, this sampler has {key}={mine}; "
-                    "a state resumes only the same sharding"
-                )
+        if rank >= world_size:
+            raise ParameterError(
+                f"state_dict['rank'] must be below state_dict['world_size']={world_size}, got {rank}"
+            )
         epoch, yielded = read_position(state_dict, self._n_batches)
         if self._epoch_pinned and epoch != self._epoch:
             # a finished epoch's state is dropped (the pinned epoch starts at batch 0); a mid-epoch one refused
@@ -258,7 +362,7 @@ class ScheduleBatchSampler(Sampler[list[int]]):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(method={self.schedule.method!r}, n_epochs={self._n_epochs}, "
-            f"epoch={self._epoch}, rank={self.rank}, world_size={self.world_size})"
+            f"epoch={self._epoch}, rank={self.rank}, world_size={self.world_size}, uneven={self.uneven!r})"
         )
 
 

@@ -1,7 +1,7 @@
 """Checks shared by the samplers and the dataset: arguments, state dicts, dataset identity.
 
-One integer check (arguments and state dicts alike), one real and one string
-check, the labels' sha256, and the test that a dataset is the one a schedule
+One integer check (arguments and state dicts alike), one real, one string
+and one choice check, the labels' sha256, and the test that a dataset is the one a schedule
 was built on. Messages say what was expected and what was received.
 """
 
@@ -57,6 +57,13 @@ def check_str(name: str, value: Any, *, hex64: bool = False) -> str:
     if not isinstance(value, str) or (hex64 and not _HEX64.fullmatch(value)):
         what = "a sha256 digest (64 lowercase hex digits)" if hex64 else "a string"
         raise ParameterError(f"{name} must be {what}, got {shown(value)} ({type(value).__name__})")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """Return ``value``, one of the strings ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ParameterError(f"{name} must be one of {list(choices)}, got {shown(value)} ({type(value).__name__})")
     return value
 
 
