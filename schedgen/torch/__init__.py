@@ -34,16 +34,21 @@ schedule cycles through its epochs.
 
 Sharding
 --------
-Every global batch is split into ``world_size`` contiguous parts whose sizes
-differ by at most one (``np.array_split``: earlier ranks get the extra sample);
-rank ``r`` yields part ``r``. Every rank yields the same number of batches and
-the parts of one step reunite to the global batch.
+Every global batch of b samples is split into ``world_size`` (W) contiguous parts
+by the ``uneven`` rule: ``split`` (default, ``np.array_split``: sizes differ by at
+most one, earlier ranks get the extra sample, the parts reunite to the global
+batch), ``drop`` (each rank gets ⌊b/W⌋; the batch's last b mod W samples are
+unused) or ``pad`` (each rank gets ⌈b/W⌉; the batch's first ⌈b/W⌉·W − b samples
+are repeated). Rank ``r`` yields part ``r``; every rank yields the same number of
+batches. The trade-offs are in :class:`ScheduleBatchSampler`'s Notes.
 
 Resume
 ------
-The state is a few plain values: ``epoch``, ``yielded`` (batches of that epoch
-already handed out), and the schedule ``digest``, ``rank`` and ``world_size``,
-which must match on load. It follows the protocol of torchdata's
+The state is a few plain values: ``epoch``, ``yielded`` (global batches of that
+epoch already consumed), the schedule ``digest`` (must match on load), and the
+``rank`` and ``world_size`` it was saved at (a record: any rank and world size
+resumes it, since the global order does not depend on the world size; see Elastic
+resume in :class:`ScheduleBatchSampler`'s Notes). It follows the protocol of torchdata's
 ``StatefulDistributedSampler``: :meth:`ScheduleBatchSampler.load_state_dict`
 stores the position and the next ``__iter__`` continues from it; without a
 freshly loaded state, ``__iter__`` starts the epoch at batch 0.
