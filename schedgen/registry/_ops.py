@@ -16,7 +16,7 @@ from .._proc import temporary_sibling
 from ..errors import ParameterError, StoreError
 from ..store import read_attrs, read_schedule
 from ._manifest import MANIFEST, Manifest, make_manifest
-from ._remote import DEFAULT_TIMEOUT, Location, require_conditional, resolve
+from ._remote import DEFAULT_TIMEOUT, Location, resolve
 
 INDEX = "index.json"
 INDEX_FORMAT = "schedgen-index-1"
@@ -111,9 +111,7 @@ def push(store: str | os.PathLike, url: str, *, storage_options: dict | None = N
     t0 = time.perf_counter()
     if not isinstance(store, (str, os.PathLike)) or "://" in os.fspath(store):
         raise ParameterError(f"push needs a local store folder as STORE, got {str(store)[:200]!r}")
-    reg = resolve(url, storage_options, timeout=timeout)
-    if not reg.writable:
-        raise require_conditional(reg)
+    reg = resolve(url, storage_options, timeout=timeout, write=True)
     manifest, local = make_manifest(store)
     attrs = read_attrs(store)
     target = reg.child(manifest.name)

@@ -79,10 +79,6 @@ class Location:
     def local(self) -> bool:
         return self.protocol in _LOCAL
 
-    @property
-    def writable(self) -> bool:
-        return self.protocol in _LOCAL + _S3
-
     def path(self, rel: str = "") -> str:
         return f"{self.root}/{rel}" if rel else self.root
 
@@ -251,7 +247,7 @@ def require_conditional(loc: Location) -> ParameterError:
 
 
 def resolve(url: str | os.PathLike, storage_options: dict | None = None, *,
-            timeout: float = DEFAULT_TIMEOUT) -> Location:
+            timeout: float = DEFAULT_TIMEOUT, write: bool = False) -> Location:
     """The :class:`Location` of a registry URL or local path.
 
     Parameters
@@ -264,11 +260,15 @@ def resolve(url: str | os.PathLike, storage_options: dict | None = None, *,
         without them fsspec/boto read their usual configuration (environment, files).
     timeout : float
         Seconds for a connection and for each response.
+    write : bool, default False
+        The caller will push: a protocol without conditional writes here is refused
+        before any filesystem is made.
 
     Raises
     ------
     ParameterError
-        A malformed URL, an unknown protocol or a missing fsspec implementation.
+        A malformed URL, an unknown protocol, a missing fsspec implementation, or (with
+        ``write``) a read-only protocol.
     """
     s = os.fspath(url)
     if not isinstance(s, str) or not s.strip() or any(ord(c) < 32 for c in s):
@@ -301,6 +301,8 @@ def resolve(url: str | os.PathLike, storage_options: dict | None = None, *,
             f"bad registry URL {display_url(s)!r}: unknown protocol {protocol!r}; expected s3://, gs://, "
             "http(s)://, file:// or a local path"
         )
+    if write and protocol not in _S3:
+        raise require_conditional(Location(None, "", display_url(s).rstrip("/"), protocol))
     if protocol in _S3:
         cfg = dict(opts.pop("config_kwargs", {}) or {})
         cfg.setdefault("connect_timeout", timeout)
@@ -320,8 +322,8 @@ def resolve(url: str | os.PathLike, storage_options: dict | None = None, *,
         fs = fsspec.filesystem(protocol, skip_instance_cache=True, **opts)
     except ImportError as exc:
         raise ParameterError(
-            f"cannot open {display_url(s)}: {protocol}:// needs a package ({one_line(exc)}); "
-            "pip install 'schedgen[registry]'"
+            f"cannot open {display_url(s)}: {protocol}:// needs a package ({one_line(exc)})"
+            + ("; pip install 'schedgen[registry]'" if protocol in _S3 + _HTTP else "")
         ) from None
     except Exception as exc:
         raise ParameterError(f"cannot open {display_url(s)}: {one_line(exc)}") from None

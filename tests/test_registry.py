@@ -1,0 +1,351 @@
+"""Registries (issue 16) against a real S3 endpoint (moto's server on 127.0.0.1, s3fs as
+the client), a local folder and a local http server: push, pull, list, info and fetch
+round trips; two processes pushing at once; a push killed mid-upload; tampered bytes;
+secrets never uploaded; bad input as one line."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+from schedgen import registry  # noqa: E402
+from schedgen.cli import app  # noqa: E402
+from schedgen.errors import ParameterError, StoreError  # noqa: E402
+from schedgen.registry._manifest import Manifest, content_digest, local_files, make_manifest  # noqa: E402
+from schedgen.store import read_schedule, write_schedule  # noqa: E402
+from toys import one_line_error, toy_schedule  # noqa: E402
+
+runner = CliRunner()
+KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    """One moto S3 server for the module, bound to 127.0.0.1 (its default is 0.0.0.0)."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    assert host == "127.0.0.1"
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(endpoint, monkeypatch, tmp_path):
+    """A fresh bucket; the usual boto configuration (environment) points at moto; the
+    replay cache in ``tmp_path``. Returns ``(registry URL, boto3 client)``."""
+    import boto3
+
+    for k, v in {**KEYS, "AWS_ENDPOINT_URL_S3": endpoint, "XDG_CACHE_HOME": str(tmp_path / "cache")}.items():
+        monkeypatch.setenv(k, v)
+    client = boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in KEYS.items() if "KEY" in k},
+                          region_name="us-east-1")
+    bucket = f"reg-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/team", client
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Two small stores named as builds name them (``...-k<k>-<16 hex key>.zarr``)."""
+    d = tmp_path_factory.mktemp("stores")
+    a = write_schedule(toy_schedule(n=103, k=10, seed=0), d / "toy-train-random-k10-00000000000000aa.zarr")
+    b = write_schedule(toy_schedule(n=57, k=7, seed=1), d / "toy-train-random-k7-00000000000000bb.zarr")
+    return Path(a), Path(b)
+
+
+def objects(client, url) -> dict[str, bytes]:
+    bucket = url[len("s3://"):].split("/")[0]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return {k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+def same_schedule(p, q):
+    a, b = read_schedule(p), read_schedule(q)
+    assert a.digest == b.digest
+    np.testing.assert_array_equal(a.indices, b.indices)
+
+
+def flip_remote(client, url, name, rel):
+    bucket, prefix = url[len("s3://"):].split("/", 1)
+    key = f"{prefix}/{name}/{rel}"
+    data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0x01
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
+
+
+# ----------------------------------------------------------------------------- round trips
+
+
+def test_push_pull_list_info_round_trip(s3, stores, tmp_path):
+    url, client = s3
+    r = run("push", stores[0], url, "--json")
+    assert r.exit_code == 0, r.stderr
+    pushed = json.loads(r.stdout)
+    name = pushed["name"]
+    assert pushed["uploaded"] and pushed["key"] == "00000000000000aa" and name.endswith(pushed["content"][:32] + ".zarr")
+    m = Manifest.from_bytes(objects(client, url)[f"team/{name}/manifest.json"], "m")
+    assert [f.path for f in m.files] == sorted(e.path for _, e in local_files(stores[0]))
+    again = json.loads(run("push", stores[0], url, "--json").stdout)
+    assert again["uploaded"] is False and again["name"] == name  # same content, same name: a no-op
+
+    rows = json.loads(run("list", url, "--json").stdout)
+    assert [(x["name"], x["key"], x["method"], x["k"], x["epochs"]) for x in rows] == [
+        (name, "00000000000000aa", "random", 10, 2)]
+    assert rows[0]["digest"] == read_schedule(stores[0]).digest
+
+    r = run("pull", f"{url}/{name}", tmp_path / "got", "--json")
+    assert r.exit_code == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["downloaded"] and Path(got["path"]) == tmp_path / "got" / name
+    same_schedule(stores[0], got["path"])
+    assert json.loads(run("pull", f"{url}/{name}", tmp_path / "got", "--json").stdout)["downloaded"] is False
+    assert [p.name for p in (tmp_path / "got").iterdir()] == [name]  # no temporaries left
+
+    info = json.loads(run("info", f"{url}/{name}", "--json").stdout)
+    assert info["registry"]["content"] == pushed["content"] and info["digest"] == rows[0]["digest"]
+
+    cached = registry.fetch(f"{url}/{name}")
+    assert cached == tmp_path / "cache" / "schedgen" / "registry" / name
+    same_schedule(stores[0], cached)
+    mtime = (cached / "zarr.json").stat().st_mtime_ns
+    assert registry.fetch(f"{url}/{name}") == cached and (cached / "zarr.json").stat().st_mtime_ns == mtime
+
+    # A pushed-then-pulled store keeps its name on a second push (no second content suffix).
+    assert registry.push(got["path"], url).name == name
+
+
+def test_no_secret_is_ever_uploaded(endpoint, stores, tmp_path, monkeypatch):
+    import boto3
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    key_id, secret = "AKIAREGISTRYTESTKEY7", "s3cr3t/Registry+Test/Value0123456789abcd"
+    opts = {"endpoint_url": endpoint, "key": key_id, "secret": secret, "client_kwargs": {"region_name": "us-east-1"}}
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret,
+                          region_name="us-east-1")
+    bucket = f"sec-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    r = registry.push(stores[0], f"s3://{bucket}/x", storage_options=opts)
+    registry.fetch(r.url, tmp_path / "c", storage_options=opts)
+    blobs = objects(client, f"s3://{bucket}/x")
+    assert any(k.endswith("index.json") for k in blobs) and any(k.endswith("manifest.json") for k in blobs)
+    for k, data in blobs.items():
+        for needle in (key_id, secret, "secret", "endpoint"):
+            assert needle.encode() not in data, (k, needle)
+
+
+@pytest.mark.parametrize("kind", ["s3", "file"])
+def test_two_processes_pushing_at_once_both_land_in_the_catalog(kind, s3, stores, tmp_path):
+    url = s3[0] if kind == "s3" else f"file://{tmp_path}/reg"
+    go = tmp_path / "go"
+    script = textwrap.dedent("""
+        import sys, time
+        from pathlib import Path
+        from schedgen import registry
+        while not Path(sys.argv[3]).exists():
+            time.sleep(0.005)
+        print(registry.push(sys.argv[1], sys.argv[2]).name)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(s), url, str(go)], env=os.environ.copy(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in stores]
+    time.sleep(1.0)  # both imported and polling: then started together
+    go.touch()
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    index = registry.read_index(url)
+    assert {e["name"] for e in index["entries"].values()} == {o.strip() for o, _ in outs}
+    assert set(index["entries"]) == {"00000000000000aa", "00000000000000bb"}
+
+
+def test_a_push_killed_mid_upload_leaves_an_invisible_store(s3, stores, tmp_path):
+    url, client = s3
+    registry.push(stores[1], url)  # the catalog exists and lists another store
+    name = make_manifest(stores[0])[0].name
+    script = textwrap.dedent("""
+        import sys, time
+        from schedgen.registry import _ops
+        def slow(i, path):
+            print(path, flush=True)
+            time.sleep(30)
+        _ops._AFTER_UPLOAD = slow
+        _ops.push(sys.argv[1], sys.argv[2])
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script, str(stores[0]), url], env=os.environ.copy(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = p.stdout.readline()  # one file is up, the process sleeps before the next
+    assert first.strip(), p.stderr.read()
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    p.stdout.close()
+    p.stderr.close()
+    up = [k for k in objects(client, url) if f"/{name}/" in k]
+    assert up and not any(k.endswith("manifest.json") for k in up)  # some files, no manifest
+    assert [r["name"] for r in registry.list_registry(url)] == [make_manifest(stores[1])[0].name]
+    with pytest.raises(StoreError, match="no registry manifest at .*manifest.json"):
+        registry.pull(f"{url}/{name}", tmp_path / "out")
+    assert not (tmp_path / "out" / name).exists()
+
+    r = registry.push(stores[0], url)  # the next push completes
+    assert r.uploaded and r.name == name
+    assert sorted(x["name"] for x in registry.list_registry(url)) == sorted([name, make_manifest(stores[1])[0].name])
+    same_schedule(stores[0], registry.pull(f"{url}/{name}", tmp_path / "out").path)
+
+
+# ----------------------------------------------------------------------------- tampering
+
+
+@pytest.mark.parametrize("rel", ["indices/c/0", "zarr.json"])
+def test_a_flipped_remote_byte_is_refused_by_pull_and_fetch(s3, stores, tmp_path, rel):
+    url, client = s3
+    name = registry.push(stores[0], url).name
+    flip_remote(client, url, name, rel)
+    with pytest.raises(StoreError, match=rf"file {rel} has sha256 .*; the manifest says .*\(modified or corrupt\)"):
+        registry.pull(f"{url}/{name}", tmp_path / "out")
+    with pytest.raises(StoreError, match=rf"file {rel} has sha256"):
+        registry.fetch(f"{url}/{name}", tmp_path / "cache")
+    for d in (tmp_path / "out", tmp_path / "cache"):  # nothing half-written, under any name
+        assert not d.exists() or list(d.iterdir()) == []
+    err = one_line_error(run("pull", f"{url}/{name}", tmp_path / "out"), f"file {rel} has sha256")
+    assert name in err
+
+
+def test_a_truncated_file_and_a_forged_manifest_are_refused(s3, stores, tmp_path):
+    url, client = s3
+    name = registry.push(stores[0], url).name
+    bucket, prefix = url[len("s3://"):].split("/", 1)
+    key = f"{prefix}/{name}/indices/c/0"
+    data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    client.put_object(Bucket=bucket, Key=key, Body=data[:-3])
+    with pytest.raises(StoreError, match=rf"file indices/c/0 is {len(data) - 3} bytes; the manifest says {len(data)}"):
+        registry.pull(f"{url}/{name}", tmp_path / "out")
+    # A manifest rewritten to match the truncated file: its content digest no longer
+    # matches, and recomputed, the name no longer carries it.
+    mkey = f"{prefix}/{name}/manifest.json"
+    doc = json.loads(client.get_object(Bucket=bucket, Key=mkey)["Body"].read())
+    import hashlib
+
+    for f in doc["files"]:
+        if f["path"] == "indices/c/0":
+            f.update(size=len(data) - 3, sha256=hashlib.sha256(data[:-3]).hexdigest())
+    client.put_object(Bucket=bucket, Key=mkey, Body=json.dumps(doc).encode())
+    with pytest.raises(StoreError, match="manifest content digest mismatch"):
+        registry.pull(f"{url}/{name}", tmp_path / "out")
+    from schedgen.registry._manifest import FileEntry
+
+    doc["content"] = content_digest([FileEntry(**f) for f in doc["files"]])
+    client.put_object(Bucket=bucket, Key=mkey, Body=json.dumps(doc).encode())
+    with pytest.raises(StoreError, match="does not carry its content digest"):
+        registry.pull(f"{url}/{name}", tmp_path / "out")
+
+
+def test_a_store_that_fails_its_own_digests_is_refused_after_the_manifest(stores, tmp_path):
+    """Files that match a (consistent) manifest but whose arrays fail the store's checks:
+    the second stage of a pull, the store's own reader, refuses them."""
+    import shutil
+
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(stores[0], bad)
+    chunk = bad / "indices" / "c" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    files = tuple(e for _, e in local_files(bad))
+    content = content_digest(files)
+    name = f"bad-{content[:32]}.zarr"
+    good = make_manifest(stores[0])[0]
+    m = Manifest(name, "bad.zarr", "k", good.digest, good.attributes_digest, content, files)
+    reg = tmp_path / "reg"
+    shutil.copytree(bad, reg / name)
+    (reg / name / "manifest.json").write_bytes(m.to_bytes())
+    with pytest.raises(StoreError, match="indices.*(truncated or corrupt|digest mismatch)"):
+        registry.pull(str(reg / name), tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- http, read-only
+
+
+@pytest.fixture
+def http_registry(stores, tmp_path):
+    """A local-folder registry holding both stores, served read-only on 127.0.0.1."""
+    root = tmp_path / "served"
+    names = [registry.push(s, root).name for s in stores]
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root, names
+    server.shutdown()
+    server.server_close()
+    t.join(timeout=10)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_an_http_registry_reads_the_same(http_registry, stores, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url, root, names = http_registry
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "path"} for r in rows]  # noqa: E731
+    assert strip(registry.list_registry(url)) == strip(registry.list_registry(str(root)))
+    rows = json.loads(run("list", url, "--json").stdout)
+    assert [r["path"] for r in rows] == [f"{url}/{n}" for n in sorted(names)]
+    for s, n in zip(stores, names):
+        same_schedule(s, registry.pull(f"{url}/{n}", tmp_path / "out").path)
+        same_schedule(s, registry.fetch(f"{url}/{n}"))
+    assert json.loads(run("info", f"{url}/{names[0]}", "--json").stdout)["registry"]["name"] == names[0]
+    one_line_error(run("push", stores[0], url), f"cannot push to {url}: http(s) registries are read-only")
+    chunk = root / names[1] / "indices" / "c" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[-1] ^= 0x80
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="file indices/c/0 has sha256"):
+        registry.pull(f"{url}/{names[1]}", tmp_path / "out2")
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_one_line(s3, stores, tmp_path, monkeypatch):
+    url, _ = s3
+    one_line_error(run("push", stores[0], "nope://bucket/x"), "bad registry URL 'nope://bucket/x'", "unknown protocol 'nope'")
+    one_line_error(run("pull", "s3://", tmp_path), "bad registry URL", "expected PROTOCOL://BUCKET/PATH")
+    one_line_error(run("pull", f"{url}/missing.zarr", tmp_path), f"no registry manifest at {url}/missing.zarr/manifest.json")
+    one_line_error(run("pull", url, tmp_path), f"bad store URL {url}: expected a registry root followed by a store name")
+    one_line_error(run("list", url), f"cannot list {url}", "no registry catalog (index.json)")
+    one_line_error(run("push", tmp_path / "nothing.zarr", url), "no schedule store at", "does not exist")
+    one_line_error(run("push", stores[0], "gs://bucket/x"), "cannot push to gs://bucket/x",
+                   "conditional writes", "got gs://")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # nothing listens there
+    err = one_line_error(run("pull", f"{url}/x.zarr", tmp_path), "cannot read the manifest at",
+                         "endpoint unreachable, access refused or timed out")
+    assert "127.0.0.1:9" in err
+    with pytest.raises(ParameterError, match="timeout must be a number of seconds"):
+        registry.pull(f"{url}/x.zarr", tmp_path, timeout=0)
