@@ -460,3 +460,17 @@ def test_approx_is_canonical_in_the_config():
 
     assert BuildConfig(method="dpp", approx=" Nystrom:0500 ").approx == "nystrom:500"
     assert BuildConfig(method="dpp").approx is None
+
+
+def test_push_and_pull_are_commands_with_one_line_errors(tmp_path):
+    """The registry commands (tests/test_registry.py covers them against S3 and http)."""
+    top = run("--help")
+    assert "push" in top.stdout and "pull" in top.stdout
+    one_line_error(run("push", tmp_path / "nothing.zarr", tmp_path / "reg"), "no schedule store at")
+    one_line_error(run("pull", tmp_path / "reg" / "x.zarr", tmp_path), "no registry manifest at")
+    one_line_error(run("push", tmp_path, "http://127.0.0.1:9/r"), "http(s) registries are read-only")
+
+
+@pytest.mark.parametrize("cmd", ["push", "pull"])
+def test_registry_help_shows_no_type_placeholders(cmd):
+    test_help_shows_no_type_placeholders([cmd])
