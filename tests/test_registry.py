@@ -349,3 +349,47 @@ def test_bad_input_is_one_line(s3, stores, tmp_path, monkeypatch):
     assert "127.0.0.1:9" in err
     with pytest.raises(ParameterError, match="timeout must be a number of seconds"):
         registry.pull(f"{url}/x.zarr", tmp_path, timeout=0)
+
+
+# ----------------------------------------------------------------------------- remote replay
+
+
+def _batches(sampler, epochs=2):
+    out = []
+    for e in range(epochs):
+        sampler.set_epoch(e)
+        out.append([list(b) for b in sampler])
+    return out
+
+
+def test_replay_from_a_registry_is_verified_and_cached(s3, stores, tmp_path):
+    """ScheduleBatchSampler(url) of a registry store checks the manifest, caches the store
+    under its content-addressed name and replays the local store's batches; a tampered file
+    is refused with one error."""
+    pytest.importorskip("torch")
+    from schedgen.torch import ScheduleBatchSampler
+
+    url, client = s3
+    name = registry.push(stores[0], url).name
+    remote = ScheduleBatchSampler(f"{url}/{name}")
+    assert _batches(remote) == _batches(ScheduleBatchSampler(stores[0]))
+    assert (tmp_path / "cache" / "schedgen" / "registry" / name).is_dir()  # s3 fixture's XDG_CACHE_HOME
+    other = registry.push(stores[1], url).name
+    flip_remote(client, url, other, "indices/c/0")
+    with pytest.raises(StoreError, match=r"file indices/c/0 has sha256 .*\(modified or corrupt\)"):
+        ScheduleBatchSampler(f"{url}/{other}")
+
+
+def test_replay_over_http_is_verified(http_registry, stores, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from schedgen.torch import ScheduleBatchSampler
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url, root, names = http_registry
+    assert _batches(ScheduleBatchSampler(f"{url}/{names[0]}")) == _batches(ScheduleBatchSampler(stores[0]))
+    chunk = root / names[1] / "indices" / "c" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[-1] ^= 0x80
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="file indices/c/0 has sha256"):
+        ScheduleBatchSampler(f"{url}/{names[1]}")

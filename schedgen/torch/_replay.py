@@ -14,7 +14,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from ..errors import ParameterError
-from ..store import Schedule, read_schedule, schedule_digest
+from ..store import Schedule, is_remote, read_schedule, schedule_digest
 from ._resume import Cursor, check_keys, read_position
 from ._validate import check_choice, check_dataset, check_int, check_str
 
@@ -388,6 +388,13 @@ def _load(source: str | os.PathLike | Schedule) -> Schedule:
         )
         return schedule
     if isinstance(source, (str, os.PathLike)):
+        if isinstance(source, str) and is_remote(source):
+            from ..registry import fetch, registry_store
+
+            if registry_store(source) is not None:
+                # A registry store: every file checked against its manifest, then cached
+                # locally under its content-addressed name (and reused from there).
+                source = fetch(source)
         schedule = read_schedule(source, verify=True)
         for a in (schedule.indices, schedule.batch_offsets, schedule.epoch_offsets):
             a.setflags(write=False)
