@@ -1,0 +1,1 @@
+"""``schedgen serve``: the precompute service (HTTP), being written for issue 18."""
