@@ -276,11 +276,13 @@ def list_(
         def line(r):
             variant = "".join([f" {r['solver']}" if r.get("solver") else "",
                                f" kernel={r['kernel']}" if r.get("kernel") not in (None, "rbf") else ""])
-            head = r["path"] if "method" not in r else (
-                f"{r['path']}  {r['method']}{variant} k={r['k']} {r['n_batches']} batches {r['dataset']} ({r['split']})")
+            # .get: rows come from a catalog (checked, but only for the fields it needs).
+            head = r.get("path") if "method" not in r else (
+                f"{r.get('path')}  {r['method']}{variant} k={r.get('k')} {r.get('n_batches')} batches "
+                f"{r.get('dataset')} ({r.get('split')})")
             if not verify:
                 return f"{head}  ERROR {r['error']}" if "error" in r else head
-            return f"{head}  ok" if r["verified"] else f"{head}  FAILED {r['error']}"
+            return f"{head}  ok" if r.get("verified") is True else f"{head}  FAILED {r.get('error')}"
 
         _print(rows, as_json, "\n".join(map(line, rows)) if rows else f"no schedule stores in {directory}")
         failed = [r for r in rows if r.get("verified") is False]

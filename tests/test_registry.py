@@ -393,3 +393,344 @@ def test_replay_over_http_is_verified(http_registry, stores, tmp_path, monkeypat
     chunk.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="file indices/c/0 has sha256"):
         ScheduleBatchSampler(f"{url}/{names[1]}")
+
+
+# ----------------------------------------------------------------------------- review fixes
+
+
+def flip_local(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def edit_catalog(root: Path, change) -> None:
+    idx = json.loads((root / "index.json").read_text())
+    for key, e in list(idx["entries"].items()):
+        change(idx["entries"], key, e)
+    (root / "index.json").write_text(json.dumps(idx))
+
+
+@pytest.mark.parametrize("form", ["path", "file://"])
+def test_list_verify_checks_a_local_registry_in_place(stores, tmp_path, monkeypatch, form):
+    """A local-folder (or file://) registry is verified where it is: a flipped byte or a
+    file added after the push is FAILED (exit 1); nothing is copied into the cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "reg"
+    name = registry.push(stores[0], root).name
+    url = str(root) if form == "path" else f"file://{root}"
+    r = run("list", url, "--verify")
+    assert r.exit_code == 0 and r.stdout.strip().endswith("ok"), (r.stdout, r.stderr)
+    assert [x["verified"] for x in registry.list_registry(url, verify=True)] == [True]
+    flip_local(root / name / "indices" / "c" / "0")
+    r = run("list", url, "--verify")
+    one_line_error(r, "1 of 1 stores failed verification")
+    assert "FAILED" in r.stdout and "file indices/c/0 has sha256" in r.stdout
+    flip_local(root / name / "indices" / "c" / "0")  # restored
+    (root / name / "batch_offsets" / "c" / "1").write_bytes(b"x")
+    [row] = registry.list_registry(url, verify=True)
+    assert row["verified"] is False and "file batch_offsets/c/1 is not in the manifest" in row["error"]
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_a_catalog_entry_cannot_forge_verified_or_path(s3, stores, tmp_path, kind):
+    url, client = s3
+    root = tmp_path / "reg"
+    reg_url = str(root) if kind == "local" else url
+    name = registry.push(stores[0], reg_url).name
+    real = f"{reg_url}/{name}"
+    forged = {"verified": True, "path": "s3://trusted-bucket/elsewhere.zarr", "key": "x", "error": None}
+    if kind == "local":
+        flip_local(root / name / "indices" / "c" / "0")
+        edit_catalog(root, lambda entries, k, e: e.update(forged))
+    else:
+        flip_remote(client, url, name, "indices/c/0")
+        bucket, prefix = url[len("s3://"):].split("/", 1)
+        idx = json.loads(client.get_object(Bucket=bucket, Key=f"{prefix}/index.json")["Body"].read())
+        for e in idx["entries"].values():
+            e.update(forged)
+        client.put_object(Bucket=bucket, Key=f"{prefix}/index.json", Body=json.dumps(idx).encode())
+    [row] = registry.list_registry(reg_url)
+    assert row["path"] == real and row["key"] == "00000000000000aa"
+    assert "verified" not in row and "error" not in row  # nothing checked, nothing claimed
+    [row] = registry.list_registry(reg_url, verify=True, cache_dir=tmp_path / "c")
+    assert row["verified"] is False and "file indices/c/0 has sha256" in row["error"] and row["path"] == real
+    r = run("list", reg_url, "--verify")
+    one_line_error(r, "1 of 1 stores failed verification")
+    assert "FAILED" in r.stdout and "trusted-bucket" not in r.stdout
+
+
+@pytest.mark.parametrize("field,value", [
+    ("digest", "f" * 64), ("method", "mmd"), ("k", 11), ("epochs", 9), ("n_batches", 1), ("dataset", "cifar10"),
+    ("bytes", 1),
+])
+def test_list_verify_checks_the_catalog_entry_against_manifest_and_store(stores, tmp_path, field, value):
+    """An intact store under a catalog entry that lies about it: FAILED, naming the field."""
+    root = tmp_path / "reg"
+    registry.push(stores[0], root)
+    assert [x["verified"] for x in registry.list_registry(str(root), verify=True)] == [True]
+    edit_catalog(root, lambda entries, k, e: e.update({field: value}))
+    [row] = registry.list_registry(str(root), verify=True)
+    assert row["verified"] is False and f"the catalog says {field}=" in row["error"], row
+    assert row[field] == value  # the row still shows what the catalog says, flagged
+
+
+def test_list_shows_a_catalog_entry_without_its_optional_fields(stores, tmp_path):
+    """Only name, digest, content, method, k, epochs and n_batches are required: the CLI's
+    table reads the others with .get (a catalog entry written by another schedgen)."""
+    root = tmp_path / "reg"
+    registry.push(stores[0], root)
+    optional = ("dataset", "split", "solver", "kernel", "n_samples", "files", "bytes", "created", "schedgen_version")
+    edit_catalog(root, lambda entries, k, e: [e.pop(f) for f in optional])
+    r = run("list", root)
+    assert r.exit_code == 0 and "random k=10 22 batches None (None)" in r.stdout, (r.stdout, r.stderr)
+
+
+def _drop(field):
+    return lambda entries, k, e: e.pop(field)
+
+
+def _set(field, value):
+    return lambda entries, k, e: e.update({field: value})
+
+
+def _rekey(new):
+    return lambda entries, k, e: entries.update({new: entries.pop(k)})
+
+
+@pytest.mark.parametrize("change,needle", [
+    (_set("name", "../x"), "'name' must be a store name"),
+    (_set("name", "../../etc-" + "0" * 32 + ".zarr"), "'name' must be a store name"),
+    (_set("name", "other-" + "0" * 32 + ".zarr"), "does not carry its content digest"),
+    (_set("replaces", "a/b.zarr"), "'replaces' must be a store name"),
+    (_drop("n_batches"), "lacks 'n_batches'"),
+    (_drop("name"), "lacks 'name'"),
+    (_set("k", "10"), "'k' must be an integer"),
+    (_set("k", True), "'k' must be an integer"),
+    (_set("epochs", -1), "'epochs' must be >= 0"),
+    (_set("method", ["random"]), "'method' must be a short string"),
+    (_set("digest", "F" * 64), "'digest' must be 64 lowercase hex digits"),
+    (_set("dataset", {"name": "x"}), "'dataset' must be a short string"),
+    (_rekey("../x"), "the key must be 16 hex digits"),
+    (lambda entries, k, e: entries.update({k: [e]}), "must be an object, got list"),
+])
+def test_a_malformed_catalog_is_one_line_not_a_traceback(stores, tmp_path, change, needle):
+    root = tmp_path / "reg"
+    registry.push(stores[0], root)
+    edit_catalog(root, change)
+    with pytest.raises(StoreError, match=f"{root}/index.json: catalog entry .*{needle.replace('(', '.')}"):
+        registry.list_registry(str(root))
+    for args in (("list", root), ("list", root, "--verify"), ("list", root, "--json")):
+        one_line_error(run(*args), "catalog entry", needle)
+    one_line_error(run("push", stores[1], root), "catalog entry", needle)  # push refuses to merge into it
+
+
+def test_replay_of_a_plain_store_whose_manifest_probe_is_access_denied(s3, stores, monkeypatch):
+    """On S3 without s3:ListBucket a missing manifest.json is 403, not 404: the probe takes
+    it as "not a registry store" and the plain store replays as before."""
+    pytest.importorskip("torch")
+    import s3fs
+
+    from schedgen.torch import ScheduleBatchSampler
+
+    url, client = s3
+    bucket, prefix = url[len("s3://"):].split("/", 1)
+    for f, e in local_files(stores[0]):
+        client.put_object(Bucket=bucket, Key=f"{prefix}/plain.zarr/{e.path}", Body=f.read_bytes())
+    plain = f"{url}/plain.zarr"
+    assert registry.registry_store(plain) is None  # a 404: not a registry store
+
+    def deny(orig):
+        async def wrapped(self, path, *args, **kwargs):
+            if str(path).endswith("/manifest.json"):
+                raise PermissionError(13, "Access Denied")
+            return await orig(self, path, *args, **kwargs)
+        return wrapped
+
+    for meth in ("_info", "_cat_file"):
+        monkeypatch.setattr(s3fs.S3FileSystem, meth, deny(getattr(s3fs.S3FileSystem, meth)))
+    assert registry.registry_store(plain) is None
+    assert _batches(ScheduleBatchSampler(plain)) == _batches(ScheduleBatchSampler(stores[0]))
+    with pytest.raises(StoreError, match="cannot read the manifest .*access refused"):  # pull still says why
+        registry.pull(plain, "unused")
+
+
+def test_access_denied_classification():
+    from botocore.exceptions import ClientError
+
+    from schedgen.registry._remote import access_denied
+
+    def client_error(code, status):
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "HeadObject")
+
+    def wrapped(cause):
+        try:
+            raise OSError("wrapped") from cause
+        except OSError as exc:
+            return exc
+
+    assert access_denied(PermissionError("Access Denied"))
+    assert access_denied(wrapped(client_error("AccessDenied", 403)))
+    assert access_denied(wrapped(client_error("403", 403)))
+    assert not access_denied(wrapped(client_error("NoSuchBucket", 404)))
+    import aiohttp
+
+    def http_error(status):
+        return aiohttp.ClientResponseError(None, (), status=status, message="x")
+
+    assert access_denied(wrapped(http_error(403))) and not access_denied(wrapped(http_error(500)))
+    assert not access_denied(ConnectionRefusedError("refused"))
+    assert not access_denied(TimeoutError("timed out"))
+
+
+def test_a_file_larger_than_its_manifest_entry_is_refused_before_it_is_read(s3, stores, tmp_path, monkeypatch):
+    import s3fs
+
+    url, client = s3
+    name = registry.push(stores[0], url).name
+    bucket, prefix = url[len("s3://"):].split("/", 1)
+    key = f"{prefix}/{name}/indices/c/0"
+    data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    client.put_object(Bucket=bucket, Key=key, Body=data + b"\0" * 4096)
+    read = []
+    orig = s3fs.S3FileSystem._cat_file
+
+    async def spy(self, path, *args, **kwargs):
+        read.append(str(path))
+        return await orig(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_cat_file", spy)
+    with pytest.raises(StoreError, match=rf"store file indices/c/0 at .* is {len(data) + 4096} bytes; expected at most {len(data)}"):
+        registry.pull(f"{url}/{name}", tmp_path / "out")
+    assert any(p.endswith("manifest.json") for p in read) and not any(p.endswith("indices/c/0") for p in read)
+
+
+@pytest.mark.parametrize("stray", ["creds.txt", "indices/notes", "indices/c/0.bak", "extra/zarr.json", "indices/c/x"])
+def test_push_uploads_only_what_a_store_holds(stores, tmp_path, stray):
+    import shutil
+
+    s = tmp_path / stores[0].name
+    shutil.copytree(stores[0], s)
+    (s / stray).parent.mkdir(parents=True, exist_ok=True)
+    (s / stray).write_text("aws_secret_access_key = SUPERSECRET\n")
+    with pytest.raises(StoreError, match=f"{stray} is not part of a schedule store .*remove it before pushing"):
+        registry.push(s, tmp_path / "reg")
+    assert not (tmp_path / "reg").exists()  # refused before anything is written
+    one_line_error(run("push", s, tmp_path / "reg"), f"{stray} is not part of a schedule store")
+    (s / stray).unlink()
+    assert registry.push(s, tmp_path / "reg").name == make_manifest(stores[0])[0].name
+
+
+def test_store_file_rule():
+    from schedgen.registry._manifest import is_store_file
+
+    arrays = {"indices", "batch_offsets", "epoch_offsets", "class_proportions"}
+    ok = ["zarr.json", "indices/zarr.json", "indices/c/0", "indices/c/12", "class_proportions/c/0/0", "indices/c"]
+    bad = ["creds.txt", "indices/creds", "other/zarr.json", "other/c/0", "indices/c/0/x", "indices/c/-1",
+           "indices/d/0", "indices/c//0", "indices/c/0.tmp", "indices/zarr.json.bak", "indices"]
+    assert [is_store_file(p, arrays) for p in ok] == [True] * len(ok)
+    assert [is_store_file(p, arrays) for p in bad] == [False] * len(bad)
+
+
+# ----------------------------------------------------------------------------- untested protections
+
+
+def _manifest_bytes(paths, **over) -> bytes:
+    from schedgen.registry._manifest import FileEntry
+
+    files = [FileEntry(p, "0" * 64, 1) for p in sorted(paths)]
+    c = content_digest(files)
+    doc = {"format": "schedgen-manifest-1", "name": f"x-{c[:32]}.zarr", "store": "x", "key": "k",
+           "digest": "0" * 64, "attributes_digest": None, "content": c,
+           "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in files], **over}
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("path", [
+    "../a", "a/../b", "..", "a/..", "/etc/passwd", "a//b", "./a", "a/./b", "a/", "a\\..\\b", "a\\b",
+    "a\x00b", "zarr.json\n", "\na", " a", "ａ", "manifest.json", ".hidden", "",
+])
+def test_manifest_path_rules(path):
+    Manifest.from_bytes(_manifest_bytes(["zarr.json", "indices/c/0"]), "m")  # the frame is valid
+    with pytest.raises(StoreError, match="manifest lists a file path that is not allowed"):
+        Manifest.from_bytes(_manifest_bytes(["zarr.json", path]), "m")
+
+
+def test_a_manifest_of_another_name_is_refused(stores, tmp_path):
+    import shutil
+
+    root = tmp_path / "reg"
+    name = registry.push(stores[0], root).name
+    other = name.replace("-00000000000000aa-", "-00000000000000ab-")
+    shutil.copytree(root / name, root / other)  # a valid store and manifest, served under another name
+    with pytest.raises(StoreError, match=f"the manifest is that of {name}, not of {other}"):
+        registry.pull(str(root / other), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_manifest_size_limit(stores, tmp_path, monkeypatch):
+    from schedgen.registry import _manifest
+
+    data = _manifest_bytes(["zarr.json"])
+    monkeypatch.setattr(_manifest, "MAX_MANIFEST_BYTES", len(data) - 1)
+    with pytest.raises(StoreError, match=f"m: manifest is {len(data)} bytes; expected at most {len(data) - 1}"):
+        Manifest.from_bytes(data, "m")
+    root = tmp_path / "reg"
+    monkeypatch.setattr(_manifest, "MAX_MANIFEST_BYTES", 1 << 20)
+    name = registry.push(stores[0], root).name
+    size = (root / name / "manifest.json").stat().st_size
+    monkeypatch.setattr(_manifest, "MAX_MANIFEST_BYTES", 100)
+    with pytest.raises(StoreError, match=f"the manifest at {root}/{name}/manifest.json is {size} bytes; expected at most 100"):
+        registry.pull(str(root / name), tmp_path / "out")
+
+
+def test_credentials_never_shown_in_urls_or_errors(tmp_path):
+    from schedgen.registry._remote import display_url, one_line
+
+    assert display_url("s3://AKIAX:s3cr3t@bucket/x") == "s3://bucket/x"
+    assert display_url("https://user:pa:ss@host:8443/reg") == "https://host:8443/reg"
+    assert display_url("/local/path@x") == "/local/path@x"
+    assert one_line(OSError("GET https://user:s3cr3t@host/x failed; also s3://k:v@b/y")) == (
+        "OSError: GET https://host/x failed; also s3://b/y")
+    for cmd in (("pull", "http://user:s3cr3t@127.0.0.1:9/reg/x.zarr", tmp_path),
+                ("list", "http://user:s3cr3t@127.0.0.1:9/reg"),
+                ("info", "http://user:s3cr3t@127.0.0.1:9/reg/x.zarr")):
+        r = run(*cmd)
+        assert r.exit_code == 1 and "s3cr3t" not in r.stdout + r.stderr and "user" not in r.stderr, r.stderr
+    with pytest.raises(StoreError) as e:
+        registry.pull("http://user:s3cr3t@127.0.0.1:9/reg/x.zarr", tmp_path)
+    assert "s3cr3t" not in str(e.value) and "127.0.0.1:9" in str(e.value)
+
+
+def test_lost_race_classification(s3):
+    """A failed precondition (412, AWS's 409, s3fs's FileExistsError) is a lost race, to be
+    retried; anything else (403, a timeout) is an error, not retried."""
+    from botocore.exceptions import ClientError
+
+    from schedgen.registry._remote import _lost_race, resolve
+
+    def client_error(code, status):
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+    def wrapped(cause):
+        try:
+            raise OSError("wrapped") from cause
+        except OSError as exc:
+            return exc
+
+    assert _lost_race(FileExistsError("exists"))
+    for code, status in (("PreconditionFailed", 412), ("ConditionalRequestConflict", 409)):
+        assert _lost_race(wrapped(client_error(code, status)))
+    for exc in (wrapped(client_error("AccessDenied", 403)), PermissionError("denied"), TimeoutError("t"),
+                OSError("other")):
+        assert not _lost_race(exc)
+    # Against the S3 endpoint: both conditional forms lose to an existing object / a newer ETag.
+    url, _ = s3
+    loc = resolve(url)
+    assert loc._put_if("doc.json", b"1", None) is True
+    assert loc._put_if("doc.json", b"2", None) is False  # If-None-Match: * on an existing key
+    _, etag = loc._get_with_etag("doc.json")
+    assert loc._put_if("doc.json", b"3", etag) is True
+    assert loc._put_if("doc.json", b"4", etag) is False  # If-Match on a stale ETag
+    assert loc._get_with_etag("doc.json")[0] == b"3"

@@ -38,6 +38,11 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 _PATH = re.compile(rf"{_PART}(/{_PART})*")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.zarr")
+#: A pushed store's name: ``<stem>-<content[:32]>.zarr`` (what a catalog entry may name).
+STORE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,300}-[0-9a-f]{32}\.zarr")
+#: A chunk of an array, relative to the array's folder: zarr v3's default chunk key
+#: encoding, as :mod:`schedgen.store` writes it (``c/0``, ``c/0/0``; ``c`` for a 0-d array).
+_CHUNK = re.compile(r"c(/\d{1,19})*")
 _KEY = re.compile(r"-k\d+-([0-9a-f]{16})$")
 _CONTENT_SUFFIX = re.compile(r"-[0-9a-f]{32}$")
 
@@ -147,9 +152,23 @@ def sha256_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def local_files(store: Path) -> list[tuple[Path, FileEntry]]:
+def is_store_file(rel: str, arrays) -> bool:
+    """Whether ``rel`` is a file a schedule store holds: the group's ``zarr.json``, and
+    for each array of ``arrays`` its ``zarr.json`` and its chunks (``<array>/c/...``)."""
+    head, _, tail = rel.partition("/")
+    if not tail:
+        return rel == "zarr.json"
+    return head in arrays and (tail == "zarr.json" or bool(_CHUNK.fullmatch(tail)))
+
+
+def local_files(store: Path, arrays=None) -> list[tuple[Path, FileEntry]]:
     """Every regular file of the local ``store`` (but a top-level ``manifest.json``),
-    sorted by path. The store was read and checked first (no links out, no FIFOs)."""
+    sorted by path. The store was read and checked first (no links out, no FIFOs).
+
+    With ``arrays`` (the store's array names), a file that is not part of the store
+    (:func:`is_store_file`: a stray ``creds.txt``, an editor's backup) is refused, so that
+    only what schedgen wrote is ever uploaded.
+    """
     out = []
     for dirpath, dirnames, filenames in os.walk(store):
         dirnames.sort()
@@ -158,6 +177,11 @@ def local_files(store: Path) -> list[tuple[Path, FileEntry]]:
             rel = full.relative_to(store).as_posix()
             if rel == MANIFEST:
                 continue
+            if arrays is not None and not is_store_file(rel, arrays):
+                raise StoreError(
+                    f"{store}: {rel} is not part of a schedule store (expected zarr.json and the arrays "
+                    f"{', '.join(sorted(arrays))}: their zarr.json and chunks c/...); remove it before pushing"
+                )
             if not _PATH.fullmatch(rel):
                 raise StoreError(f"{store}: file {rel!r} has a name a registry does not allow (letters, digits, _ . -)")
             digest, size = sha256_file(full)
@@ -183,7 +207,8 @@ def make_manifest(store: str | os.PathLike) -> tuple[Manifest, list[Path]]:
     p = Path(store)
     s = read_schedule(p, verify=True)  # a broken store is refused before anything is uploaded
     attrs = read_attrs(p)
-    pairs = local_files(p)
+    arrays = {"indices", "batch_offsets", "epoch_offsets", *s.batch_arrays, *s.epoch_arrays}
+    pairs = local_files(p, arrays)
     if not pairs:
         raise StoreError(f"{p}: the store holds no file")
     files = tuple(e for _, e in pairs)

@@ -6,6 +6,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -15,7 +16,7 @@ from typing import Callable
 from .._proc import temporary_sibling
 from ..errors import ParameterError, StoreError
 from ..store import read_attrs, read_schedule
-from ._manifest import MANIFEST, Manifest, make_manifest
+from ._manifest import MANIFEST, MAX_MANIFEST_BYTES, STORE_NAME, Manifest, make_manifest
 from ._remote import DEFAULT_TIMEOUT, Location, resolve
 
 INDEX = "index.json"
@@ -159,6 +160,54 @@ def _catalog_entry(m: Manifest, attrs: dict) -> dict:
     }
 
 
+#: Catalog keys as :func:`~._manifest.catalog_key` makes them.
+_INDEX_KEY = re.compile(r"(attrs-)?[0-9a-f]{16}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_TEXT = (str,)
+_INT = (int,)
+#: The fields of a catalog entry: (types allowed, required). ``None`` is allowed where
+#: the store may lack the attribute. Other fields are kept (a newer schedgen may add
+#: some) but never override what :func:`list_registry` sets (path, key, verified, error).
+_ENTRY_FIELDS = {
+    "name": (_TEXT, True), "digest": (_TEXT, True), "content": (_TEXT, True), "method": (_TEXT, True),
+    "k": (_INT, True), "epochs": (_INT, True), "n_batches": (_INT, True),
+    "dataset": (_TEXT, False), "split": (_TEXT, False), "solver": (_TEXT, False), "kernel": (_TEXT, False),
+    "n_samples": (_INT, False), "files": (_INT, False), "bytes": (_INT, False), "created": (_TEXT, False),
+    "schedgen_version": (_TEXT, False), "replaces": (_TEXT, False),
+}
+#: Row fields list_registry sets itself: a catalog entry's own are dropped.
+_ROW_FIELDS = ("path", "key", "verified", "error")
+
+
+def _check_entry(key: str, e, where: str) -> None:
+    """StoreError (one line) unless ``e`` is a well-formed catalog entry for ``key``."""
+    head = f"{where}/{INDEX}: catalog entry {key[:40]!r}"
+    if not _INDEX_KEY.fullmatch(key):
+        raise StoreError(f"{head}: the key must be 16 hex digits (or attrs- and 16 hex digits)")
+    if not isinstance(e, dict):
+        raise StoreError(f"{head} must be an object, got {type(e).__name__}")
+    for field, (types, required) in _ENTRY_FIELDS.items():
+        v = e.get(field)
+        if v is None:
+            if required:
+                raise StoreError(f"{head} lacks {field!r}; expected {', '.join(f for f, (_, r) in _ENTRY_FIELDS.items() if r)}")
+            continue
+        if not isinstance(v, types) or isinstance(v, bool) or (isinstance(v, str) and len(v) > 400):
+            raise StoreError(f"{head}: {field!r} must be {'an integer' if types is _INT else 'a short string'}, got {str(v)[:80]!r}")
+        if types is _INT and v < 0:
+            raise StoreError(f"{head}: {field!r} must be >= 0, got {v}")
+    for field in ("digest", "content"):
+        if not _HEX64.fullmatch(e[field]):
+            raise StoreError(f"{head}: {field!r} must be 64 lowercase hex digits, got {e[field][:80]!r}")
+    # The name is joined to the registry root: only a content-addressed NAME.zarr (no
+    # '/', no '..') that carries the entry's content digest.
+    for field in ("name", "replaces"):
+        if field in e and e[field] is not None and not STORE_NAME.fullmatch(e[field]):
+            raise StoreError(f"{head}: {field!r} must be a store name NAME-<32 hex>.zarr, got {e[field][:80]!r}")
+    if not e["name"].endswith(f"-{e['content'][:32]}.zarr"):
+        raise StoreError(f"{head}: name {e['name'][:80]} does not carry its content digest {e['content'][:32]}")
+
+
 def _parse_index(data: bytes | None, where: str) -> dict:
     if data is None:
         return {"format": INDEX_FORMAT, "entries": {}}
@@ -170,8 +219,7 @@ def _parse_index(data: bytes | None, where: str) -> dict:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise StoreError(f"{where}/{INDEX}: catalog format must be {INDEX_FORMAT!r} with 'entries', got {str(got)[:80]!r}")
     for key, e in doc["entries"].items():
-        if not isinstance(e, dict) or not isinstance(e.get("name"), str):
-            raise StoreError(f"{where}/{INDEX}: catalog entry {key[:40]!r} must be an object with a name")
+        _check_entry(key, e, where)
     return doc
 
 
@@ -196,10 +244,11 @@ def _holds(data: bytes, key: str, name: str) -> bool:
 # --------------------------------------------------------------------------- pull / fetch
 
 
-def _read_manifest(loc: Location, *, missing_ok: bool = False) -> Manifest | None:
-    from ._manifest import MAX_MANIFEST_BYTES
+def _read_manifest(loc: Location, *, missing_ok: bool = False, denied_is_missing: bool = False) -> Manifest | None:
+    from . import _manifest  # the limit read at call time (a test lowers it)
 
-    data = loc.read(MANIFEST, what="the manifest", limit=MAX_MANIFEST_BYTES)
+    data = loc.read(MANIFEST, what="the manifest", limit=_manifest.MAX_MANIFEST_BYTES,
+                    denied_is_missing=denied_is_missing)
     if data is None:
         if missing_ok:
             return None
@@ -223,32 +272,59 @@ def _store_location(url: str, storage_options, timeout) -> Location:
     return loc
 
 
+def _read_checked(loc: Location, f) -> bytes:
+    """The bytes of the store file ``f``, checked against its manifest entry. A file the
+    backend says is larger than the manifest's size is refused before it is read."""
+    data = loc.read(f.path, what=f"store file {f.path}", limit=f.size)
+    if data is None:
+        raise StoreError(f"{loc.url}: file {f.path} listed in the manifest is missing from the registry")
+    if len(data) != f.size:
+        raise StoreError(f"{loc.url}: file {f.path} is {len(data)} bytes; the manifest says {f.size}")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != f.sha256:
+        raise StoreError(
+            f"{loc.url}: file {f.path} has sha256 {actual[:16]}...; the manifest says {f.sha256[:16]}... "
+            "(modified or corrupt)"
+        )
+    return data
+
+
+def _check_digest(loc: Location, m: Manifest, path: Path) -> None:
+    s = read_schedule(path, verify=True)
+    if s.digest != m.digest:
+        raise StoreError(f"{loc.url}: the store's digest {s.digest[:16]}... is not the manifest's {m.digest[:16]}...")
+
+
 def _download_verified(loc: Location, m: Manifest, dest: Path) -> int:
     """Download every file of ``m`` into ``dest`` (a fresh folder), each checked against
     the manifest, then the store's own digests; returns the bytes downloaded."""
     dest.mkdir(parents=True)
     total = 0
     for f in m.files:
-        data = loc.read(f.path, what=f"store file {f.path}")
-        if data is None:
-            raise StoreError(f"{loc.url}: file {f.path} listed in the manifest is missing from the registry")
-        if len(data) != f.size:
-            raise StoreError(f"{loc.url}: file {f.path} is {len(data)} bytes; the manifest says {f.size}")
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != f.sha256:
-            raise StoreError(
-                f"{loc.url}: file {f.path} has sha256 {actual[:16]}...; the manifest says {f.sha256[:16]}... "
-                "(modified or corrupt)"
-            )
+        data = _read_checked(loc, f)
         out = dest / f.path
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
         total += len(data)
-    s = read_schedule(dest, verify=True)
-    if s.digest != m.digest:
-        raise StoreError(f"{loc.url}: the store's digest {s.digest[:16]}... is not the manifest's {m.digest[:16]}...")
+    _check_digest(loc, m, dest)
     (dest / MANIFEST).write_bytes(m.to_bytes())
     return total
+
+
+def _verify_in_place(loc: Location, m: Manifest) -> None:
+    """Check a store of a local registry where it is (nothing copied): every file against
+    the manifest, no file the manifest does not list, then the store's own digests.
+    (A file rewritten between these reads and the digest check is seen by the next check.)"""
+    for f in m.files:
+        _read_checked(loc, f)
+    listed = {f.path for f in m.files} | {MANIFEST}
+    root = Path(loc.root)
+    for dirpath, _, filenames in os.walk(root):
+        for fn in filenames:
+            rel = (Path(dirpath) / fn).relative_to(root).as_posix()
+            if rel not in listed:
+                raise StoreError(f"{loc.url}: file {rel} is not in the manifest (added after the push)")
+    _check_digest(loc, m, root)
 
 
 def _same_manifest(path: Path, m: Manifest) -> bool:
@@ -374,40 +450,83 @@ def list_registry(url: str, *, verify: bool = False, storage_options: dict | Non
                   timeout: float = DEFAULT_TIMEOUT, cache_dir: str | os.PathLike | None = None) -> list[dict]:
     """One row per catalog entry of the registry at ``url`` (sorted by name).
 
-    A row whose store has no manifest (deleted, or never completed) has ``error``. With
-    ``verify`` each store is fetched (:func:`fetch`, into ``cache_dir``) and verified:
-    ``verified`` True, or False with ``error``.
+    A row is the catalog entry plus ``path`` (the store's URL) and ``key``; a row whose
+    store has no manifest (deleted, or never completed) has ``error``. Without
+    ``verify`` the row says what the catalog says, nothing checked. With ``verify`` each
+    store is checked: every file against its manifest (size, sha256), then the store
+    against its own digests, then the catalog entry against both (name, content and
+    digest against the manifest; method, k, epochs, dataset, ... against the store's
+    attributes); a remote store is fetched into ``cache_dir`` (:func:`fetch`), a local or
+    ``file://`` one checked where it is. Every row then has ``verified``: True, or
+    False with ``error``. ``verified`` and ``error`` come from these checks only (a
+    catalog entry's own are ignored).
     """
     reg = resolve(url, storage_options, timeout=timeout)
     doc = read_index(url, storage_options=storage_options, timeout=timeout)
     rows = []
-    for key, e in sorted(doc["entries"].items(), key=lambda kv: (str(kv[1].get("name")), kv[0])):
-        row = {"path": f"{reg.url}/{e['name']}", "key": key, **e}
+    for key, e in sorted(doc["entries"].items(), key=lambda kv: (kv[1]["name"], kv[0])):
+        entry = {k: v for k, v in e.items() if k not in _ROW_FIELDS}
+        row = {**entry, "path": f"{reg.url}/{e['name']}", "key": key}
         store = reg.child(e["name"])
+        error = None
         try:
-            if not store.exists(MANIFEST, what="the manifest"):
-                row["error"] = f"{store.url} has no {MANIFEST}: the store is incomplete or was removed"
-            elif verify:
-                fetch(f"{url.rstrip('/')}/{e['name']}", cache_dir, storage_options=storage_options, timeout=timeout)
-                row["verified"] = True
+            if not verify:
+                if not store.exists(MANIFEST, what="the manifest"):
+                    error = f"{store.url} has no {MANIFEST}: the store is incomplete or was removed"
+            else:
+                error = _verify_entry(store, entry, cache_dir)
         except StoreError as exc:
-            row["error"] = str(exc)
-        if verify and "verified" not in row:
-            row["verified"] = False
+            error = str(exc)
+        if error is not None:
+            row["error"] = error
+        if verify:
+            row["verified"] = error is None
         rows.append(row)
     return rows
 
 
+def _verify_entry(store: Location, e: dict, cache_dir) -> str | None:
+    """Why the catalog entry ``e`` and its store at ``store`` do not check out (None when
+    they do); StoreError from the store's own checks."""
+    m = _read_manifest(store, missing_ok=True)
+    if m is None:
+        return f"{store.url} has no {MANIFEST}: the store is incomplete or was removed"
+    if store.local:
+        _verify_in_place(store, m)
+        path = Path(store.root)
+    else:
+        path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / m.name
+        _place(store, m, path)
+    expected = _catalog_entry(m, read_attrs(path))
+    for field in ("name", "content", "digest", *(f for f in expected if f not in ("name", "content", "digest"))):
+        if field == "created" or e.get(field) == expected[field]:
+            continue
+        return (f"{store.url}: the catalog says {field}={str(e.get(field))[:80]!r}, the verified store says "
+                f"{str(expected[field])[:80]!r} (the catalog entry was modified)")
+    return None
+
+
 def is_registry(url: str | os.PathLike, *, storage_options: dict | None = None,
                 timeout: float = DEFAULT_TIMEOUT) -> bool:
-    """Whether ``url`` is a registry root (holds ``index.json``)."""
-    return resolve(url, storage_options, timeout=timeout).exists(INDEX, what="the catalog")
+    """Whether ``url`` is a registry root (holds ``index.json``).
+
+    Reads the catalog rather than asking whether it exists: fsspec's http ``exists``
+    answers False for an unreachable server, which would read as "no catalog"."""
+    reg = resolve(url, storage_options, timeout=timeout)
+    return reg.read(INDEX, what="the catalog", limit=MAX_INDEX_BYTES) is not None
 
 
 def registry_store(url: str, *, storage_options: dict | None = None,
                    timeout: float = DEFAULT_TIMEOUT) -> Manifest | None:
-    """The manifest of the store at ``url`` when it is a registry store, else None."""
+    """The manifest of the store at ``url`` when it is a registry store, else None.
+
+    Access refused on ``manifest.json`` counts as "not a registry store": on S3 a client
+    without ``s3:ListBucket`` gets 403, not 404, for a missing key, and a plain store
+    such a client can read must stay readable (the store's own reads then say whether
+    access is refused). A registry store whose manifest alone is refused is read as a
+    plain store: still checked against its own digests, not against a manifest.
+    """
     loc = resolve(url, storage_options, timeout=timeout)
     if not loc.name.endswith(".zarr"):
         return None
-    return _read_manifest(loc, missing_ok=True)
+    return _read_manifest(loc, missing_ok=True, denied_is_missing=True)

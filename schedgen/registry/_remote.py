@@ -13,6 +13,15 @@ moto 5.2, botocore 1.43):
   moto's server checks the precondition and stores the object in one request handler
   but without a lock, so two racing requests can both pass there: after each write the
   catalog is read back and the merge redone if the entry is missing.
+
+  **What the no-lost-entry guarantee rests on**: the backend's precondition check being
+  atomic with the write. Amazon S3 documents it so (of two conditional PUTs on one ETag,
+  one succeeds and the other gets 412/409), and then no catalog entry is ever lost. On a
+  backend whose check is not atomic (moto, some S3-compatible servers) the read-back
+  narrows the window but cannot close it: a concurrent writer may overwrite the catalog
+  after our read-back, dropping our entry (``schedgen push`` again restores it: the store
+  itself is intact). The two-process S3 test against moto therefore exercises the retry
+  logic, not atomicity; the ``file://`` variant, under ``flock``, is atomic.
 * local paths and ``file://``: an ``fcntl.flock`` on ``.index.json.lock`` around the read,
   the merge and an atomic temp-then-rename write.
 * ``http(s)://``: read-only. Other protocols (``gs://``, ...) can be read and pulled from,
@@ -48,9 +57,14 @@ _HTTP = ("http", "https")
 _PROTOCOL = re.compile(r"[a-z][a-z0-9+.-]*")
 
 
+#: ``scheme://user:password@`` in free text (an exception message quoting a URL).
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+
+
 def one_line(exc: BaseException, limit: int = 300) -> str:
-    """``Type: message`` on one line, at most ``limit`` characters."""
-    msg = " ".join(str(exc).split()) or type(exc).__name__
+    """``Type: message`` on one line, at most ``limit`` characters, without any
+    ``user:password@`` of a URL the message quotes."""
+    msg = _USERINFO.sub(r"\1", " ".join(str(exc).split())) or type(exc).__name__
     text = msg if msg.startswith(type(exc).__name__) else f"{type(exc).__name__}: {msg}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -95,12 +109,23 @@ class Location:
 
     # ------------------------------------------------------------------ reads
 
-    def read(self, rel: str, *, what: str, limit: int | None = None) -> bytes | None:
-        """The bytes of ``rel`` (None when it does not exist), or StoreError naming ``what``."""
+    def read(self, rel: str, *, what: str, limit: int | None = None, denied_is_missing: bool = False) -> bytes | None:
+        """The bytes of ``rel`` (None when it does not exist), or StoreError naming ``what``.
+
+        With ``limit``, a file the backend says is larger is refused before it is read
+        (a backend that reports no size, e.g. http without Content-Length, is read and
+        the caller checks the length). With ``denied_is_missing``, access refused counts
+        as absent (see :func:`access_denied`).
+        """
         where = self.path(rel)
         try:
             if limit is not None:
-                size = self.fs.size(where)
+                try:
+                    size = self.fs.size(where)
+                except FileNotFoundError:
+                    # fsspec's http info() says "not found" for any failure (a refused
+                    # connection too): the read below tells which.
+                    size = None
                 if size is not None and size > limit:
                     raise StoreError(f"{what} at {self.url}/{rel} is {size} bytes; expected at most {limit}")
             return self.fs.cat_file(where)
@@ -109,6 +134,8 @@ class Location:
         except StoreError:
             raise
         except Exception as exc:
+            if denied_is_missing and access_denied(exc):
+                return None
             raise self.unreachable(f"cannot read {what} at {self.url}/{rel}", exc) from None
 
     def exists(self, rel: str, *, what: str) -> bool:
@@ -230,6 +257,26 @@ def _lost_race(exc: BaseException) -> bool:
             code = str(response.get("Error", {}).get("Code", ""))
             status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409") or status in (412, 409):
+                return True
+    return False
+
+
+def access_denied(exc: BaseException) -> bool:
+    """Whether ``exc`` is access refused: ``PermissionError`` (s3fs's translation of 403
+    ``AccessDenied``), or a botocore/aiohttp error carrying 403 / ``AccessDenied``.
+
+    On S3, a GET or HEAD of a missing key by a client without ``s3:ListBucket`` is 403,
+    not 404: "denied" then often just means "not there"."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        if e is None:
+            continue
+        if isinstance(e, PermissionError) or getattr(e, "status", None) == 403:
+            return True
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("AccessDenied", "403") or status == 403:
                 return True
     return False
 
