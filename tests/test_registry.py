@@ -161,6 +161,9 @@ def test_no_secret_is_ever_uploaded(endpoint, stores, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["s3", "file"])
 def test_two_processes_pushing_at_once_both_land_in_the_catalog(kind, s3, stores, tmp_path):
+    """Against moto this exercises the conditional-write retry loop, not atomicity: moto's
+    precondition check is not atomic with its write (real S3's is, and the no-lost-entry
+    guarantee rests on that; see schedgen.registry._remote). file:// is atomic (flock)."""
     url = s3[0] if kind == "s3" else f"file://{tmp_path}/reg"
     go = tmp_path / "go"
     script = textwrap.dedent("""

@@ -19,10 +19,18 @@ and ``list`` refuse or skip it), then the catalog entry by a conditional write
 (:mod:`._remote`). ``pull`` and :func:`fetch` check every file against the manifest and
 the store against its own digests before renaming it into place.
 
+A push uploads only what a schedule store holds (``zarr.json``; each array's
+``zarr.json`` and ``c/...`` chunks): any other file in the store folder is refused. The
+catalog is untrusted: each entry's fields are checked (a name must be a content-addressed
+``NAME-<32 hex>.zarr``), and ``list --verify`` checks every store (remote ones fetched
+into the cache, local and ``file://`` ones where they are) and the entry against its
+manifest and store.
+
 Known limits: files of a push killed before its manifest stay in the registry (the next
 push of that store overwrites them; nothing removes the files of a store never pushed
 again); ``gs://`` and other protocols without a conditional write here can be read but
-not pushed to.
+not pushed to; no catalog entry is lost to concurrent pushes only where the backend's
+precondition check is atomic (Amazon S3; not moto: see :mod:`._remote`).
 """
 
 from __future__ import annotations
