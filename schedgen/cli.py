@@ -364,6 +364,23 @@ def plot(
         _print({"path": str(r.path), "method": r.method, **r.series}, as_json, f"wrote {r.path}" + (f" ({summary})" if summary else ""))
 
 
+@app.command(cls=_Command)
+def serve(
+    root: Path = typer.Option(..., "--root", metavar="DIR", help="The folder to serve: a registry (schedgen push writes one); builds are published into it."),
+    host: str = typer.Option("127.0.0.1", metavar="HOST", help="Address to listen on (default: this machine only)."),
+    port: str = typer.Option("8000", metavar="INTEGER", help="Port (0: any free port, printed at start)."),
+    token_file: Optional[Path] = typer.Option(None, metavar="FILE", help="A file holding the bearer token builds need (one line); without it builds are disabled."),
+    data_dir: Optional[Path] = typer.Option(None, metavar="DIR", help="Where the builds' datasets live (clients name a dataset, never a path)."),
+    workers: str = typer.Option("1", metavar="INTEGER", help="Builds running at once (one process each)."),
+    queue: str = typer.Option("8", metavar="INTEGER", help="Builds waiting beyond those (429 when full)."),
+) -> None:
+    """Serve a registry over HTTP: GET /schedules (catalog and store files), POST /builds (with a bearer token)."""
+    from .serve import serve as run_serve
+
+    with _edge():
+        run_serve(root, host=host, port=port, token_file=token_file, data_dir=data_dir, workers=workers, queue=queue)
+
+
 def main() -> None:  # console-script entry point
     app()
 
