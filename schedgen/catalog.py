@@ -12,7 +12,7 @@ import numpy as np
 from ._proc import atomic_write
 from .data import load_dataset
 from .errors import ParameterError, SchedgenError, StoreError
-from .registry import fetch, is_registry, list_registry, registry_store
+from .registry import display_url, fetch, is_registry, list_registry, registry_store
 from .store import FORMAT1_NOTE, atomic_directory, check_format, is_remote, read_attrs, read_schedule
 
 __all__ = ["info", "verify", "list_schedules", "export", "EXPORT_FORMATS", "INDEX_DTYPES"]
@@ -38,7 +38,7 @@ def info(path) -> dict:
         m = registry_store(str(path))
         if m is not None:
             out = info(fetch(str(path)))
-            out["path"] = str(path)
+            out["path"] = display_url(str(path))  # never a user:password@ part
             out["registry"] = {"name": m.name, "key": m.key, "content": m.content,
                                "files": len(m.files), "bytes": m.n_bytes}
             return out
@@ -108,7 +108,7 @@ def list_schedules(directory, *, verify: bool = False) -> list[dict]:
     if is_remote(s) or s.startswith("file://"):
         if not is_registry(s):
             raise ParameterError(
-                f"cannot list {s}: list needs a local folder of .zarr stores, got a URL with no registry catalog "
+                f"cannot list {display_url(s)}: list needs a local folder of .zarr stores, got a URL with no registry catalog "
                 "(index.json) there (a store at a URL works with info, verify, export and plot, e.g. schedgen info URL)"
             )
         return list_registry(s, verify=verify)

@@ -737,3 +737,17 @@ def test_lost_race_classification(s3):
     assert loc._put_if("doc.json", b"3", etag) is True
     assert loc._put_if("doc.json", b"4", etag) is False  # If-Match on a stale ETag
     assert loc._get_with_etag("doc.json")[0] == b"3"
+
+
+def test_credentials_never_shown_by_list_and_info_on_a_reachable_server(http_registry, tmp_path, monkeypatch):
+    """The server answers (it ignores the user:password part), so the paths that print the URL
+    itself -- info's "path", list's "no catalog" error -- are reached."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url, root, names = http_registry
+    secret_url = url.replace("http://", "http://user:s3cr3t@")
+    r = run("info", f"{secret_url}/{names[0]}", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "s3cr3t" not in r.stdout and json.loads(r.stdout)["path"] == f"{url}/{names[0]}"
+    r = run("list", f"{secret_url}/{names[0]}")  # a store, not a registry: no catalog there
+    err = one_line_error(r, "no registry catalog")
+    assert "s3cr3t" not in err

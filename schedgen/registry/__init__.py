@@ -50,9 +50,10 @@ from ._ops import (
     read_index,
     registry_store,
 )
-from ._remote import DEFAULT_TIMEOUT
+from ._remote import DEFAULT_TIMEOUT, display_url
 
 __all__ = [
+    "display_url",
     "push",
     "pull",
     "fetch",
