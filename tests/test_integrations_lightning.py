@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -84,7 +83,8 @@ class SaveAt(L.Callback):
 
 def trainer(tmp_path, **kw) -> L.Trainer:
     kw.setdefault("max_epochs", 4)
-    kw.setdefault("enable_checkpointing", any(isinstance(c, L.callbacks.ModelCheckpoint) for c in kw.get("callbacks", [])))
+    checkpointing = any(isinstance(c, L.callbacks.ModelCheckpoint) for c in kw.get("callbacks", []))
+    kw.setdefault("enable_checkpointing", checkpointing)
     kw.setdefault("devices", 1)
     return L.Trainer(
         accelerator="cpu",
@@ -190,3 +190,16 @@ def test_ddp_two_processes(store, tmp_path):
     assert [len(s) for s in seen] == [len(expected)] * 2
     for b, batch in enumerate(expected):
         assert [s[b] for s in seen] == oracle_parts(batch, 2, "split")
+
+
+def test_the_package_imports_no_framework(tmp_path):
+    # As tests/test_packaging.py: a fresh interpreter outside the repository.
+    from test_packaging import _run
+
+    code = """
+import json, sys
+import schedgen.integrations
+heavy = ("lightning", "pytorch_lightning", "transformers", "accelerate", "torchdata", "torch")
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
+"""
+    assert json.loads(_run(code, tmp_path).stdout) == []
