@@ -171,6 +171,10 @@ TRAVERSALS = [
     "/schedules/{name}/",
     "/schedules/out.zarr/secret.txt",  # symlinked folder out of the root
     "/schedules/{name}/leak.json",  # symlinked file out of the root
+    # inside the root once resolved, still refused: no dot segment, no percent-encoding
+    "/schedules/{name}/../{name}/manifest.json",
+    "/schedules/{name}/./manifest.json",
+    "/schedules/{name}/manifest%2ejson",
 ]
 
 
@@ -340,6 +344,31 @@ def test_a_full_queue_is_429(served, client, tmp_path):
         st = wait_done(client, client.post("/builds", json=b, headers=AUTH).json()["status_url"])
         assert st["state"] == "done", st
     assert client.post("/builds", json=bodies[3], headers=AUTH).status_code == 202
+
+
+def test_stopping_cancels_queued_builds_and_interrupts_the_running_one(tmp_path):
+    """The running build (waiting for its lock here) gets SIGTERM, which its worker turns
+    into the build's KeyboardInterrupt path; the queued one is cancelled; nothing is published."""
+    root = tmp_path / "root"
+    root.mkdir()
+    app = create_app(root, token=TOKEN, workers=1, queue=1)
+    srv = Server(app)
+    bodies = [dict(SMALL, k=30, seed=s) for s in range(2)]
+    probe = build(BuildConfig(**bodies[0], out_dir=tmp_path / "probe"))
+    target = root / ".schedgen-builds" / probe.path.name
+    target.parent.mkdir()
+    with exclusive_lock(target, timeout=0), httpx.Client(base_url=srv.url, timeout=30) as c:
+        first = c.post("/builds", json=bodies[0], headers=AUTH).json()
+        second = c.post("/builds", json=bodies[1], headers=AUTH).json()
+        deadline = time.monotonic() + 60
+        while c.get(first["status_url"], headers=AUTH).json()["state"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        srv.stop()
+        assert app.state.pool.status(second["id"])["state"] == "cancelled"
+        st = app.state.pool.status(first["id"])
+        assert st["state"] == "failed" and st["error"].startswith("interrupted"), st
+    assert not target.exists() and not (root / "index.json").exists()
 
 
 def test_a_failed_build_reports_one_line(served, client):

@@ -200,7 +200,7 @@ def create_app(root, *, token: str | None = None, data_dir=None, workers: int = 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
-        pool.shutdown()
+        await run_in_threadpool(pool.shutdown)  # may wait a moment for a worker to announce its job
 
     def _with_urls(request: Request, status: dict, url: str) -> dict:
         out = {**status, "status_url": url}

@@ -34,7 +34,7 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +121,7 @@ class BuildPool:
         self._finished: collections.deque[str] = collections.deque()
         self._executor: ProcessPoolExecutor | None = None
         self._events = None
+        self._stop = None
         self._drainer: threading.Thread | None = None
         self._closed = False
         self.counts = {"accepted": 0, "deduplicated": 0, "computed": 0, "cache_hits": 0, "failed": 0}
@@ -169,11 +170,11 @@ class BuildPool:
         if self._executor is None:
             ctx = multiprocessing.get_context("spawn")
             if self._events is None:
-                self._events = ctx.Queue()
+                self._events, self._stop = ctx.Queue(), ctx.Event()
                 self._drainer = threading.Thread(target=self._drain, name="schedgen-serve-events", daemon=True)
                 self._drainer.start()
             self._executor = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker.init,
-                                                 initargs=(self._events,))
+                                                 initargs=(self._events, self._stop))
         return self._executor
 
     def _dispatch(self) -> None:
@@ -197,6 +198,8 @@ class BuildPool:
             job = self._jobs[jid]
             try:
                 r = fut.result()
+            except CancelledError:  # still in the pool's own queue when the server stopped
+                r = {"ok": False, "error": "cancelled: the server stopped"}
             except BrokenProcessPool:
                 self._executor = None  # replaced at the next dispatch
                 r = {"ok": False, "error": "the build's worker process died (killed, or out of memory)"}
@@ -211,6 +214,8 @@ class BuildPool:
                 self._retire(jid)
             else:
                 self._fail(job, r["error"])
+                if r["error"].startswith("cancelled"):
+                    job.state = "cancelled"
             self._dispatch()
 
     def _fail(self, job: Job, error: str) -> None:
@@ -246,26 +251,41 @@ class BuildPool:
 
     # ------------------------------------------------------------------ stopping
 
-    def shutdown(self) -> None:
+    def shutdown(self, grace: float = 10.0) -> None:
         """Cancel the queued jobs, interrupt the running builds (SIGTERM: the build's
-        KeyboardInterrupt path), stop the workers; does not wait for them."""
+        KeyboardInterrupt path) and stop the workers, without waiting for them to end.
+
+        A job handed to a worker announces itself ("started", with its pid) before it
+        checks the stop event: so once the event is set, every such job either returns
+        at that check or gets SIGTERM here. ``grace`` bounds the wait for announcements
+        of jobs handed over just before the stop.
+        """
         with self._lock:
             self._closed = True
             for jid in self._waiting:
                 job = self._jobs[jid]
                 job.state, job.error, job.finished = "cancelled", "cancelled: the server stopped", time.time()
             self._waiting.clear()
-            pids = [self._jobs[j].pid for j in self._running if self._jobs[j].pid]
             executor, self._executor = self._executor, None
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError:  # already gone
-                pass
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
-        if self._events is not None:
-            self._events.put(None)
+        if executor is None:
+            return
+        self._stop.set()
+        executor.shutdown(wait=False, cancel_futures=True)  # those still in the pool's queue
+        signalled: set[int] = set()
+        deadline = time.monotonic() + grace
+        while True:
+            with self._lock:
+                jobs = [self._jobs[j] for j in self._running]
+            for pid in {j.pid for j in jobs if j.pid} - signalled:
+                signalled.add(pid)
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except OSError:  # already gone
+                    pass
+            if all(j.pid for j in jobs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        self._events.put(None)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the running builds have ended (for tests and a clean exit)."""

@@ -22,16 +22,18 @@ from ..registry import push
 PROGRESS_INTERVAL = 0.2
 
 _EVENTS = None  # the server's event queue, set by init() in each worker
+_STOP = None  # set by the server when it stops: a job picked up after that does not start
 
 
 def _interrupt(signum, frame):  # SIGTERM from the stopping server -> the build's usual path
     raise KeyboardInterrupt
 
 
-def init(events) -> None:
-    """Worker initializer: keep the server's event queue; SIGINT ignored, SIGTERM interrupts."""
-    global _EVENTS
-    _EVENTS = events
+def init(events, stop) -> None:
+    """Worker initializer: keep the server's event queue and stop event; SIGINT ignored,
+    SIGTERM interrupts."""
+    global _EVENTS, _STOP
+    _EVENTS, _STOP = events, stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _interrupt)
 
@@ -50,6 +52,10 @@ def run(job_id: str, options: dict, out_dir: str, data_dir: str | None, root: st
     exception (a bug) propagates to the server, which reports it without details.
     """
     _send(job_id, "started", os.getpid())
+    # After "started": a server stopping from now on either sees our pid and sends SIGTERM,
+    # or has set the event before this check (see BuildPool.shutdown).
+    if _STOP is not None and _STOP.is_set():
+        return {"ok": False, "error": "cancelled: the server stopped before the build started"}
     last = {"t": 0.0, "stage": None}
 
     def progress(done: int, total: int, stage: str = "batches") -> None:
