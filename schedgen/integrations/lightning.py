@@ -30,8 +30,13 @@ Lightning 2.6 shape it:
   position (epoch, global batches consumed, schedule digest), so a run
   resumed from a mid-epoch checkpoint continues with the next batch of the
   schedule; ``tests/test_integrations_lightning.py`` checks that it sees
-  exactly the batches of an uninterrupted run. A plain ``DataLoader`` has no
-  state: Lightning would restart its epoch at batch 0.
+  exactly the batches of an uninterrupted run. Lightning loads that state only
+  when it restarts mid-epoch (an epoch-end checkpoint needs none: the next epoch
+  starts at batch 0). A checkpoint taken after an epoch's last batch but before
+  its end hooks (``ModelCheckpoint(every_n_train_steps=)`` dividing the epoch)
+  holds a finished epoch; Lightning then plays the next epoch from the loader's
+  first iterator, so that state resumes at batch 0 of the next epoch. A plain
+  ``DataLoader`` has no state: Lightning would restart its epoch at batch 0.
 """
 
 from __future__ import annotations
