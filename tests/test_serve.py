@@ -403,6 +403,18 @@ def test_serve_command_bad_input_is_one_line(tmp_path):
             assert len(lines) == 1 and match in lines[0], (args, r.output)
 
 
+def test_the_listening_socket_is_tcp_so_responses_are_not_delayed():
+    """asyncio sets TCP_NODELAY on accepted sockets only when the listening socket's proto
+    is IPPROTO_TCP; socket.create_server's proto 0 made each keep-alive response wait for
+    the client's delayed ACK (~40 ms)."""
+    with bind("127.0.0.1", 0) as s:
+        assert s.proto == socket.IPPROTO_TCP
+        with socket.create_connection(s.getsockname()[:2]):
+            conn, _ = s.accept()
+            with conn:
+                assert conn.proto == socket.IPPROTO_TCP
+
+
 def test_serve_command_stops_cleanly_on_ctrl_c(tmp_path):
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
