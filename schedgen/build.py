@@ -40,8 +40,8 @@ from .methods.partners import pair_kind, parse_pair, partner_batches
 from .rng import MAX_WORD
 from .kernels import KERNELS
 from .kernels.backend import DEVICES
-from .params import (check_choice, check_flag, check_int, check_real, parse_approx, parse_bandwidth, parse_float,
-                     parse_int)
+from .params import (check_choice, check_flag, check_int, check_real, parse_approx, parse_bandwidth, parse_engine,
+                     parse_float, parse_int)
 from .store import FORMAT_VERSION, Schedule, read_schedule, remove_orphans, write_schedule
 
 __all__ = [
@@ -79,8 +79,8 @@ _FLAGS = ("paper_coefficients", "standardize", "submodular_normalize", "download
 @dataclass(frozen=True)
 class BuildConfig:
     """Every input of ``schedgen build``, typed. Fields that do not shape the schedule
-    (``data_dir``, ``download``, ``out_dir``, ``force``, ``device``, ``lock_timeout``)
-    stay out of the cache key.
+    (``data_dir``, ``download``, ``out_dir``, ``force``, ``device``, ``engine``,
+    ``lock_timeout``) stay out of the cache key.
 
     Numbers are numbers here (``k=50``, not ``k="50"``): construction checks every
     option's type and range once and raises a one-line
@@ -95,6 +95,12 @@ class BuildConfig:
     ``approx`` (``"nystrom:M"``, stored canonical; None: exact) replaces the kernel by a
     rank-M Nyström factor where a method can use one (``dpp``'s dual sampler, ``mmd``'s
     row sums); another method refuses it.
+
+    ``engine`` (``"local"``, ``"ray"`` or ``"ray:ADDRESS"``, stored canonical, see
+    :func:`~schedgen.params.parse_engine`) is where the exact N² row-sum pass runs (mmd, and
+    submodular and dpp where they need row sums): in process, or as tasks on a Ray cluster
+    (:mod:`schedgen.methods.engines`). The row sums are the same bytes either way, so the
+    engine is not part of the cache key and is recorded nowhere in the store.
 
     ``lock_timeout`` is how many seconds a build waits while another process builds
     the same store (None: forever); then it raises :class:`~schedgen.locks.LockTimeoutError`.
@@ -132,6 +138,7 @@ class BuildConfig:
     out_dir: str | os.PathLike = DEFAULT_OUT_DIR
     force: bool = False
     device: str = "auto"
+    engine: str = "local"
     lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT
 
     def __post_init__(self) -> None:
@@ -152,6 +159,7 @@ class BuildConfig:
             raise ParameterError(f"bandwidth must be 'median' or a positive number, got {bw!r}")
         object.__setattr__(self, "bandwidth", parse_bandwidth(bw))
         object.__setattr__(self, "approx", parse_approx(self.approx))
+        object.__setattr__(self, "engine", parse_engine(self.engine))
         if self.pair is not None:
             object.__setattr__(self, "pair", parse_pair(self.pair))
         elif self.partner_size is not None:

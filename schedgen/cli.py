@@ -175,6 +175,7 @@ def build(
     out_dir: Path = typer.Option(Path("schedules"), metavar="DIR", help="Output and cache directory."),
     force: bool = typer.Option(False, "--force", metavar=FLAG, help="Rebuild even if the cached store exists."),
     device: str = typer.Option("auto", metavar="auto|cpu|cuda", help="auto, cpu or cuda."),
+    engine: str = typer.Option("local", metavar="local|ray[:ADDRESS]", help="Where the exact N² row-sum pass runs (mmd, submodular, dpp): local (in process, default) or ray (tasks on a Ray cluster: RAY_ADDRESS, else a new local one; ray:HOST:PORT joins a running cluster; pip install 'schedgen[ray]'). Same bytes either way: not part of the cache key."),
     as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print one JSON object."),
     quiet: bool = typer.Option(False, "--quiet", "-q", metavar=FLAG, help="No progress bar."),
 ) -> None:
@@ -192,6 +193,7 @@ def build(
             submodular_normalize=submodular_normalize, approx=approx, pair=pair, partner_size=partner_size,
             data_dir=str(data_dir) if data_dir else None,
             download=download, out_dir=out_dir, force=force, device=device,
+            engine=engine,
         )
         with _progress(f"{method} k={k}", quiet or as_json) as progress:
             result = run_build(config, progress=progress)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["parse_int", "parse_float", "parse_bandwidth", "parse_approx", "approx_landmarks", "check_int", "check_real",
+__all__ = ["parse_int", "parse_float", "parse_bandwidth", "parse_approx", "approx_landmarks", "parse_engine", "check_int", "check_real",
            "check_choice", "check_flag"]
 
 
@@ -145,3 +145,27 @@ def approx_landmarks(value) -> int:
     if canonical is None:
         raise ParameterError(f"approx must be {_APPROX_EXPECTED}, got None")
     return int(canonical.split(":")[1])
+
+
+_ENGINE_EXPECTED = "'local', 'ray' or 'ray:ADDRESS' (ADDRESS: HOST:PORT of a Ray cluster's head, 'auto' or a ray:// URL)"
+
+
+def parse_engine(value) -> str:
+    """The canonical ``--engine`` text: ``"local"`` (in process, the default), ``"ray"``
+    (a Ray cluster: ``RAY_ADDRESS`` or a new local one) or ``"ray:ADDRESS"`` (``" Ray:10.0.0.1:6379 "``
+    gives ``"ray:10.0.0.1:6379"``; the address keeps its case).
+
+    Raises
+    ------
+    ParameterError
+        ``engine must be 'local', 'ray' or 'ray:ADDRESS' (...), got {value!r}``.
+    """
+    m = re.fullmatch(r"(local|ray)(?::(\S*))?", value.strip(), flags=re.IGNORECASE) if isinstance(value, str) else None
+    if m is None:
+        raise ParameterError(f"engine must be {_ENGINE_EXPECTED}, got {value!r}")
+    name, address = m.group(1).lower(), m.group(2)
+    if address is None:
+        return name
+    if name == "local" or not address:
+        raise ParameterError(f"engine must be {_ENGINE_EXPECTED}, got {value!r}")
+    return f"ray:{address}"
