@@ -23,7 +23,8 @@ from ._parallel import rows_done, run_tasks
 from .backend import get_namespace, to_numpy
 from .families import Kernel, as_float_matrix, sq_norms
 
-__all__ = ["RowSums", "row_sums", "block_sums", "gram", "default_blocks", "GRAM_TILE"]
+__all__ = ["RowSums", "RowSumPlan", "row_sums", "plan_row_sums", "row_block_sums", "checked_row_sums",
+           "block_sums", "gram", "default_blocks", "GRAM_TILE"]
 
 # Tile shapes (rows, cols), chosen by measurement on a 2-core AVX-512 host with
 # OpenBLAS (one worker thread per core, single-threaded GEMM): a 2 MiB tile stays
@@ -178,6 +179,90 @@ def _check_n_jobs(n_jobs: Any) -> int | None:
     return int(n_jobs)
 
 
+class RowSumPlan(NamedTuple):
+    """The operands and tile grid of one row-sum pass (:func:`plan_row_sums`).
+
+    Everything a worker needs to compute any row block's sums with the bits of
+    :func:`row_sums`: a distributed engine ships the plan once and calls
+    :func:`row_block_sums` on it for the blocks it is given.
+    """
+
+    kernel: Kernel
+    L: Any  #: ``kernel._lhs`` of every row, in X's dtype
+    R: Any  #: ``kernel._rhs`` of every row, in X's dtype
+    block_rows: int
+    block_cols: int
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.L.shape[0])
+
+    def block_starts(self) -> range:
+        """The first row of every row block, in order (the grid of :func:`row_sums`)."""
+        return range(0, self.n_samples, self.block_rows)
+
+    def make_state(self):
+        """One worker's tile buffer (and scratch), as :func:`row_sums`'s workers have."""
+        n = self.n_samples
+        xp = get_namespace(self.L)
+        return _state_maker(self.kernel, xp, self.L.dtype, min(self.block_rows, n) * min(self.block_cols, n))()
+
+
+def plan_row_sums(
+    kernel: Kernel, X: Any, *, block_rows: int | None = None, block_cols: int | None = None
+) -> RowSumPlan:
+    """Check X and the kernel and compute the operands of :func:`row_sums` (O(N·D)).
+
+    Raises
+    ------
+    ParameterError
+        For non-finite X, and for features or parameters on which the kernel overflows
+        X's dtype (:meth:`Kernel.check_range`).
+    """
+    _check_kernel(kernel)
+    X = as_float_matrix(X)
+    xp = get_namespace(X)
+    if not bool(xp.isfinite(X).all()):
+        raise ParameterError("X must hold finite values only, got NaN or infinity")
+    br, bc = _blocks(X, xp, block_rows, block_cols)
+    sq = sq_norms(X) if kernel.uses_sq else None
+    kernel.check_range(X, sq=sq)
+    return RowSumPlan(kernel, kernel._lhs(X, sq), kernel._rhs(X, sq), br, bc)
+
+
+def row_block_sums(plan: RowSumPlan, i0: int, state: Any = None) -> tuple[Any, Any]:
+    """``(s, neg)`` of the row block starting at row ``i0`` (a multiple of ``plan.block_rows``),
+    bitwise what :func:`row_sums` computes for those rows; ``neg`` is None for kernels that
+    cannot be negative. ``state``: a buffer from ``plan.make_state()`` to reuse (else one is made).
+    """
+    br, n = plan.block_rows, plan.n_samples
+    if i0 % br or not 0 <= i0 < n:
+        raise ParameterError(f"i0 must be a multiple of block_rows={br} in [0, {n}), got {i0}")
+    xp = get_namespace(plan.L)
+    i1 = min(i0 + br, n)
+    s = xp.zeros(i1 - i0, dtype=xp.float64)
+    neg = None if plan.kernel.nonnegative else xp.zeros(i1 - i0, dtype=xp.float64)
+    _tile_sums(plan.kernel, plan.L[i0:i1], plan.R, s, neg, xp, plan.block_cols, i0,
+               plan.make_state() if state is None else state)
+    return s, neg
+
+
+def checked_row_sums(plan: RowSumPlan, s: Any, neg: Any) -> RowSums:
+    """The pass's result as :class:`RowSums` on the host (``neg`` None: zeros), refusing
+    non-finite sums with the one-line error of :func:`row_sums`."""
+    n = plan.n_samples
+    s, neg = to_numpy(s), np.zeros(n) if neg is None else to_numpy(neg)
+    # O(N) on the results: check_range makes this unreachable for RBF and Polynomial,
+    # but an overflowed sum must never reach the selection loop as if it were data.
+    if not (np.isfinite(s).all() and np.isfinite(neg).all()):
+        bad = int(np.count_nonzero(~np.isfinite(s)) + np.count_nonzero(~np.isfinite(neg)))
+        raise ParameterError(
+            f"kernel row sums must be finite, got {bad} NaN or infinite values with {plan.kernel.params()} "
+            f"on {plan.L.dtype} features: the kernel overflows; rescale the features or change the kernel's parameters"
+        )
+    return RowSums(s, neg)
+
+
 def row_sums(
     kernel: Kernel,
     X: Any,
@@ -192,6 +277,10 @@ def row_sums(
     ``s[i] = Σ_j K(x_i, x_j)`` over all j (diagonal included) and
     ``neg[i] = Σ_{j≠i} min(K(x_i, x_j), 0)`` (all zeros, without any work, for
     kernels that cannot be negative such as RBF).
+
+    Each row block (``block_rows`` rows from a multiple of ``block_rows``) is summed
+    over the column tiles in order, whoever computes it: :func:`plan_row_sums` and
+    :func:`row_block_sums` give the same bits block by block to a distributed engine.
 
     Parameters
     ----------
@@ -218,18 +307,11 @@ def row_sums(
         X's dtype (:meth:`Kernel.check_range`, before any tile); and, as a last guard,
         for row sums that are not finite.
     """
-    _check_kernel(kernel)
-    X = as_float_matrix(X)
-    xp = get_namespace(X)
     n_jobs = _check_n_jobs(n_jobs)
-    if not bool(xp.isfinite(X).all()):
-        raise ParameterError("X must hold finite values only, got NaN or infinity")
-    br, bc = _blocks(X, xp, block_rows, block_cols)
-    n = X.shape[0]
-    sq = sq_norms(X) if kernel.uses_sq else None
-    kernel.check_range(X, sq=sq)
-    L = kernel._lhs(X, sq)
-    R = kernel._rhs(X, sq)
+    plan = plan_row_sums(kernel, X, block_rows=block_rows, block_cols=block_cols)
+    kernel, L, R, br, bc = plan
+    xp = get_namespace(L)
+    n = plan.n_samples
     s = xp.zeros(n, dtype=xp.float64)
     neg = None if kernel.nonnegative else xp.zeros(n, dtype=xp.float64)
 
@@ -240,18 +322,8 @@ def row_sums(
         _tile_sums(kernel, L[i0:i1], R, s[i0:i1], None if neg is None else neg[i0:i1], xp, bc, i0, state)
         advance(i1 - i0)
 
-    size = min(br, n) * min(bc, n)
-    _execute(xp, task, range(0, n, br), _state_maker(kernel, xp, X.dtype, size), n_jobs)
-    s, neg = to_numpy(s), np.zeros(n) if neg is None else to_numpy(neg)
-    # O(N) on the results: check_range makes this unreachable for RBF and Polynomial,
-    # but an overflowed sum must never reach the selection loop as if it were data.
-    if not (np.isfinite(s).all() and np.isfinite(neg).all()):
-        bad = int(np.count_nonzero(~np.isfinite(s)) + np.count_nonzero(~np.isfinite(neg)))
-        raise ParameterError(
-            f"kernel row sums must be finite, got {bad} NaN or infinite values with {kernel.params()} "
-            f"on {X.dtype} features: the kernel overflows; rescale the features or change the kernel's parameters"
-        )
-    return RowSums(s, neg)
+    _execute(xp, task, plan.block_starts(), plan.make_state, n_jobs)
+    return checked_row_sums(plan, s, neg)
 
 
 def block_sums(
