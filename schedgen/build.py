@@ -36,6 +36,7 @@ from .errors import ParameterError, SchedgenError, SchedgenWarning, StoreError
 from .locks import DEFAULT_LOCK_TIMEOUT, LockOwner, LockTimeoutError, exclusive_lock
 from .memory import MemoryNeed
 from .methods import DEFAULT_METHOD, DEFAULT_SOLVER, METHODS, Method, RunContext, get_method
+from .methods.engines import use_engine
 from .methods.partners import pair_kind, parse_pair, partner_batches
 from .rng import MAX_WORD
 from .kernels import KERNELS
@@ -513,7 +514,8 @@ def _build_locked(config, ds, k, params, key, path, method, progress, t0) -> Bui
     if config.force:
         ckpt.clear()
     ctx = RunContext(progress=progress, warn=warn, checkpoint=ckpt, cache_dir=path.parent / ".cache")
-    out = method.run(config, ds, k, ctx)
+    with use_engine(config.engine):  # started only if the method needs it (a row-sum pass on a cache miss)
+        out = method.run(config, ds, k, ctx)
     if config.pair is not None:
         partners = partner_batches(config.pair, out.indices, out.batch_offsets, out.epoch_offsets, ds.y,
                                    n_samples=n, size=_partner_size(config), seed=config.seed)

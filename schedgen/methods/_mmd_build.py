@@ -40,6 +40,7 @@ from ..kernels import (
 )
 from ..kernels.nystrom import ERROR_ROWS, NystromFactor, kmeans_landmarks, nystrom_error, nystrom_features
 from ..params import approx_landmarks
+from .engines import Engine, InProcessEngine, current_engine, engine_row_sums
 from .selection import MMDState, mmd_schedule
 from .solvers import get_solver
 from ._base import MethodOutput, feature_spec, stage
@@ -82,12 +83,23 @@ def cached_features(ds: Dataset, spec: FeatureSpec, cache_dir: Path | None) -> n
 
 
 def cached_row_sums(kernel, X, *, fingerprint: str, feature_params: dict, cache_dir: Path | None,
-                    progress=None):
+                    progress=None, engine: Engine | None = None):
     """``row_sums(kernel, X)``, memoised on disk by fingerprint, features and kernel
-    (``progress(done, total, stage=...)`` sees the pass's rows as stage "row sums")."""
+    (``progress(done, total, stage=...)`` sees the pass's rows as stage "row sums").
+
+    A miss computes them on ``engine`` (default: the build's ``--engine``,
+    :func:`~schedgen.methods.engines.current_engine`, started only now): the same bytes on
+    every engine, so the engine is not part of the key."""
     rows = stage(progress, "row sums")
+
+    def compute():
+        eng = engine if engine is not None else current_engine()
+        if isinstance(eng, InProcessEngine):
+            return row_sums(kernel, X, progress=rows)
+        return engine_row_sums(eng, kernel, X, progress=rows)
+
     if cache_dir is None:
-        return row_sums(kernel, X, progress=rows)
+        return compute()
     # The features' own bytes are in the key: the PCA subsample depends on the seed, which
     # neither the fingerprint nor the feature parameters carry.
     X_bytes = hashlib.sha256(np.ascontiguousarray(backend.to_numpy(X)).data).hexdigest()
@@ -101,7 +113,7 @@ def cached_row_sums(kernel, X, *, fingerprint: str, feature_params: dict, cache_
                 return s, neg
         except (OSError, ValueError, KeyError):
             pass
-    s, neg = row_sums(kernel, X, progress=rows)
+    s, neg = compute()
 
     def save(p: Path) -> None:
         with open(p, "wb") as f:
