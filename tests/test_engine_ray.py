@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -101,8 +102,22 @@ def test_bad_address_is_one_line():
     with socket.socket() as srv:  # something listens there, but it is not Ray: bounded, not a hang
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
-        with pytest.raises(EngineError, match="does not answer as a Ray cluster|within 1 s"):
+        with pytest.raises(EngineError, match="within 1 s: no answer"):
             RayEngine(f"127.0.0.1:{srv.getsockname()[1]}", connect_timeout=1.0)
+    with socket.socket() as srv:  # something answers there, but not as a gRPC server (an HTTP/1 server)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+
+        def answer():
+            conn, _ = srv.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+        t = threading.Thread(target=answer, daemon=True)
+        t.start()
+        with pytest.raises(EngineError, match="does not answer as a Ray cluster"):
+            RayEngine(f"127.0.0.1:{srv.getsockname()[1]}", connect_timeout=5.0)
+        t.join(5)
     with pytest.raises(ParameterError, match="engine must be"):
         BuildConfig(engine="ray:")
 
