@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import SchedgenError
-from ..kernels._parallel import pinned_blas, rows_done, run_tasks
+from ..kernels._parallel import n_workers, pinned_blas, rows_done, run_tasks
 from ..kernels.blocked import RowSums, checked_row_sums, plan_row_sums, row_block_sums
 from ..params import parse_engine
 
@@ -136,8 +136,6 @@ class InProcessEngine(Engine):
         return out
 
     def workers(self) -> int:
-        from ..kernels._parallel import n_workers
-
         return n_workers(self.n_jobs, 1 << 30)
 
 
