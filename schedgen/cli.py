@@ -377,9 +377,9 @@ def serve(
     queue: str = typer.Option("8", metavar="INTEGER", help="Builds waiting beyond those (429 when full)."),
 ) -> None:
     """Serve a registry over HTTP: GET /schedules (catalog and store files), POST /builds (with a bearer token)."""
-    from .serve import serve as run_serve
-
     with _edge():
+        from .serve import serve as run_serve  # inside: a missing [serve] extra is one line
+
         run_serve(root, host=host, port=port, token_file=token_file, data_dir=data_dir, workers=workers, queue=queue)
 
 

@@ -375,6 +375,24 @@ def test_a_failed_build_reports_one_line(served, client):
     st = wait_done(client, r.json()["status_url"])
     assert st["state"] == "failed" and "\n" not in st["error"] and st["error"]
     assert str(served["root"]) not in st["error"]
+    # Started without --data-dir: the default data folder is the server's path too.
+    from pathlib import Path
+
+    from schedgen.data import default_data_dir
+
+    assert str(Path(default_data_dir()).expanduser().absolute()) not in st["error"]
+    assert "<data-dir>" in st["error"], st["error"]
+
+
+def test_the_token_file_line_is_compared_stripped(tmp_path):
+    """A token given with surrounding whitespace is the token without it (the header is stripped too)."""
+    app = create_app(tmp_path, token="  tok3n \n")
+    from starlette.testclient import TestClient
+
+    with TestClient(app) as c:
+        r = c.post("/builds", json={"dataset": "digits", "k": 10, "method": "random"},
+                   headers={"Authorization": "Bearer tok3n"})
+        assert r.status_code == 202, r.text
 
 
 # --------------------------------------------------------------------------- the command
@@ -441,3 +459,22 @@ def test_serve_command_stops_cleanly_on_ctrl_c(tmp_path):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_serve_without_its_extra_is_one_line(tmp_path, monkeypatch):
+    """No traceback when starlette/uvicorn are missing: the install hint, exit 1."""
+    import importlib.util
+    import sys as _sys
+
+    from typer.testing import CliRunner
+
+    from schedgen.cli import app
+    from toys import one_line_error
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "starlette" else real(name, *a))
+    for mod in [m for m in _sys.modules if m == "schedgen.serve" or m.startswith("schedgen.serve.")]:
+        monkeypatch.delitem(_sys.modules, mod)
+    # A missing root: were the extra check gone, the command would fail on the root, not serve forever.
+    r = CliRunner().invoke(app, ["serve", "--root", str(tmp_path / "missing")])
+    one_line_error(r, "schedgen serve needs starlette", "pip install 'schedgen[serve]'")

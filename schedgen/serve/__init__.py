@@ -28,7 +28,19 @@ Builds run in worker processes (:mod:`._jobs` says why, and how identical reques
 are one job).
 """
 
-from ._app import CLIENT_OPTIONS, MAX_BODY, create_app, parse_options
-from ._run import bind, read_token, serve
+import importlib.util as _util
+
+from ..errors import ParameterError as _ParameterError
+
+# Checked before anything imports them, so that a missing extra is one line with the hint.
+_missing = [m for m in ("starlette", "uvicorn") if _util.find_spec(m) is None]
+if _missing:
+    raise _ParameterError(
+        f"schedgen serve needs {' and '.join(_missing)}, which {'is' if len(_missing) == 1 else 'are'} "
+        "not installed; install them with pip install 'schedgen[serve]'"
+    )
+
+from ._app import CLIENT_OPTIONS, MAX_BODY, create_app, parse_options  # noqa: E402
+from ._run import bind, read_token, serve  # noqa: E402
 
 __all__ = ["create_app", "serve", "read_token", "bind", "parse_options", "CLIENT_OPTIONS", "MAX_BODY"]

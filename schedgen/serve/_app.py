@@ -88,15 +88,21 @@ def create_app(root, *, token: str | None = None, data_dir=None, workers: int = 
     real_root = Path(os.path.realpath(root_path))
     if token is not None and (not isinstance(token, str) or not token.strip()):
         raise ParameterError("the bearer token must be a non-empty string")
+    if token is not None:
+        token = token.strip()  # the header's value is compared stripped: so is the token
     workers = check_int("workers", workers, minimum=1, maximum=256)
     queue = check_int("queue", queue, minimum=0, maximum=100_000)
     max_body = check_int("max body", max_body, minimum=1)
     data = None if data_dir is None else str(Path(data_dir).expanduser().absolute())
+    # Without --data-dir, builds read the default data folder: scrub that path from messages too.
+    from ..data import default_data_dir
+
+    data_shown = data if data is not None else str(Path(default_data_dir()).expanduser().absolute())
 
     def scrub(msg: str) -> str:
         """A message without the server's own paths."""
         for p, label in ((str(real_root / BUILD_DIR), "<builds>"), (str(real_root), "<root>"),
-                         (str(root_path.absolute()), "<root>"), (data, "<data-dir>")):
+                         (str(root_path.absolute()), "<root>"), (data_shown, "<data-dir>")):
             if p:
                 msg = msg.replace(p, label)
         return msg

@@ -183,16 +183,16 @@ class BuildPool:
             jid = self._waiting.popleft()
             job = self._jobs[jid]
             try:
-                fut = self._ensure_executor().submit(_worker.run, jid, job.options, str(self.out_dir),
-                                                     self.data_dir, str(self.root))
+                executor = self._ensure_executor()
+                fut = executor.submit(_worker.run, jid, job.options, str(self.out_dir), self.data_dir, str(self.root))
             except (BrokenProcessPool, RuntimeError) as exc:
                 self._executor = None
                 self._fail(job, f"cannot start a build worker: {exc}")
                 continue
             self._running.add(jid)
-            fut.add_done_callback(lambda f, jid=jid: self._done(jid, f))
+            fut.add_done_callback(lambda f, jid=jid, ex=executor: self._done(jid, f, ex))
 
-    def _done(self, jid: str, fut: Future) -> None:
+    def _done(self, jid: str, fut: Future, executor: ProcessPoolExecutor | None = None) -> None:
         with self._lock:
             self._running.discard(jid)
             job = self._jobs[jid]
@@ -201,8 +201,11 @@ class BuildPool:
             except CancelledError:  # still in the pool's own queue when the server stopped
                 r = {"ok": False, "error": "cancelled: the server stopped"}
             except BrokenProcessPool:
-                self._executor = None  # replaced at the next dispatch
-                r = {"ok": False, "error": "the build's worker process died (killed, or out of memory)"}
+                if executor is None or self._executor is executor:
+                    self._executor = None  # replaced at the next dispatch (never a newer pool)
+                # A pool breaks as a whole: every build running in it fails, not only the killed one.
+                r = {"ok": False, "error": "a build worker process died (killed, or out of memory), which stops "
+                                          "every build running beside it; send the request again"}
             except BaseException:  # a bug in a build: logged here, not sent to the client
                 _log.exception("build %s failed", jid)
                 r = {"ok": False, "error": "internal error in the build (see the server's log)"}

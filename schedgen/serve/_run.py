@@ -89,8 +89,11 @@ def serve(root, *, host: str = "127.0.0.1", port=8000, token_file=None, data_dir
     shown = f"[{h}]" if ":" in h else h
     builds = "builds enabled (bearer token)" if token else "builds disabled (no --token-file)"
     print(f"serving {app.state.root} on http://{shown}:{p}/schedules ({builds}); Ctrl-C stops", file=sys.stderr)
+    # limit_concurrency: beyond 256 open connections or tasks new requests get 503 instead of
+    # exhausting file descriptors; slow clients (headers that never end) are only bounded, not
+    # timed out, by uvicorn: serving beyond one machine needs a reverse proxy in front (README).
     config = uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=10,
-                            server_header=False)
+                            server_header=False, limit_concurrency=256, timeout_keep_alive=5)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after its clean shutdown
