@@ -302,8 +302,8 @@ def cache_key(fingerprint: str, method: str, k: int, params: dict, split: str) -
 
 
 def _slug(name: str) -> str:
-    if name.startswith("npz:"):
-        name = Path(name[4:]).stem
+    if name.startswith(("npz:", "array:")):  # the file's or folder's own name
+        name = Path(name.split(":", 1)[1]).stem
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "dataset"
 
 

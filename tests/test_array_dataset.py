@@ -92,6 +92,7 @@ def test_build_digest_equals_npz(data, tmp_path, method):
     b = build(BuildConfig(dataset=f"npz:{npz}", out_dir=tmp_path / "b", **options))
     assert a.digest == b.digest
     assert_array_equal(read_schedule(a.path).indices, read_schedule(b.path).indices)
+    assert a.path.name.startswith("emb-train-") and a.path.name.split("-k20-")[1] == b.path.name.split("-k20-")[1]
 
 
 def test_other_dtypes_are_cast_in_memory_with_a_warning(tmp_path):
