@@ -25,7 +25,7 @@ from .bandwidth import (
 from .blocked import RowSums, block_sums, default_blocks, gram, row_sums
 from .factory import KERNELS, make_kernel
 from .families import RBF, Kernel, Polynomial, kernel_from_params, sq_norms
-from .workset import WorkingSet
+from .workset import WorkingSet, pair_block, rhs_rows
 
 __all__ = [
     "backend",
@@ -46,6 +46,8 @@ __all__ = [
     "gram",
     "default_blocks",
     "WorkingSet",
+    "pair_block",
+    "rhs_rows",
     "worker_pool",
     "pinned_blas",
     "median_sq_distance",

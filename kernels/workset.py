@@ -32,7 +32,7 @@ from .backend import get_namespace, to_numpy
 from .blocked import _check_kernel, _check_n_jobs, _given_sq, _operand
 from .families import Kernel, as_float_matrix, sq_norms
 
-__all__ = ["WorkingSet", "WORKSET_CHUNK"]
+__all__ = ["WorkingSet", "WORKSET_CHUNK", "rhs_rows", "pair_block"]
 
 #: Slots per GEMM chunk on the host: a (k x 2048) float32 tile is 400 KB at k = 50;
 #: narrower chunks balance two workers better and cost the same GEMM time per value.
@@ -240,8 +240,14 @@ class WorkingSet:
         -------
         ndarray of shape (m, n_live), float64 (NumPy), a fresh array.
         """
-        xp = self._xp
         m, R = self._operand(samples, "rhs")
+        return self.columns_of(R)
+
+    def columns_of(self, R: Any) -> np.ndarray:
+        """:meth:`columns` of samples given by their right operand ``R`` (:func:`rhs_rows`
+        of any features with this kernel): the same bits as :meth:`columns` of the same samples."""
+        xp = self._xp
+        m = int(R.shape[0])
         out = xp.empty((m, self.n), dtype=xp.float64)
         if m == 0 or self.n == 0:
             return to_numpy(out)
@@ -260,8 +266,13 @@ class WorkingSet:
         ``neg`` is None unless ``negative`` (it is all zeros for a
         non-negative kernel).
         """
-        xp = self._xp
         m, R = self._operand(samples, "rhs")
+        return self.column_sums_of(R, negative=negative)
+
+    def column_sums_of(self, R: Any, *, negative: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`column_sums` of samples given by their right operand ``R`` (:func:`rhs_rows`)."""
+        xp = self._xp
+        m = int(R.shape[0])
         s = xp.zeros(self.n, dtype=xp.float64)
         neg = xp.zeros(self.n, dtype=xp.float64) if negative else None
         if m == 0 or self.n == 0:
@@ -298,3 +309,31 @@ class WorkingSet:
         self.kernel._finish(tile, scratch, xp)
         return to_numpy(tile.astype(xp.float64))
 
+
+
+def rhs_rows(kernel: Kernel, X: Any, samples: Any) -> Any:
+    """The right GEMM operand of the rows ``X[samples]`` (for :meth:`WorkingSet.columns_of`):
+    row norms do not depend on the other rows, so these are the bits of the full operand's rows."""
+    _check_kernel(kernel)
+    X = as_float_matrix(X)
+    idx = np.asarray(to_numpy(samples), dtype=np.int64)
+    return _operand(kernel, X, get_namespace(X).asarray(idx), None, "rhs")
+
+
+def pair_block(kernel: Kernel, X: Any, rows: Any, cols: Any) -> np.ndarray:
+    """``K(x_{rows[i]}, x_{cols[j]})``, float64 NumPy: the bits of :meth:`WorkingSet.block`,
+    from the requested rows only (no operand of the whole of X is built)."""
+    _check_kernel(kernel)
+    X = as_float_matrix(X)
+    xp = get_namespace(X)
+    r = np.asarray(to_numpy(rows), dtype=np.int64)
+    c = np.asarray(to_numpy(cols), dtype=np.int64)
+    if r.size == 0 or c.size == 0:
+        return np.zeros((r.size, c.size))
+    L = _operand(kernel, X, xp.asarray(r), None, "lhs")
+    R = _operand(kernel, X, xp.asarray(c), None, "rhs")
+    with pinned_blas():
+        tile = xp.matmul(L, R.T)
+    scratch = xp.empty_like(tile) if kernel.needs_scratch else None
+    kernel._finish(tile, scratch, xp)
+    return to_numpy(tile.astype(xp.float64))

@@ -77,6 +77,11 @@ _OPTIONAL = {"pca", "batches_per_epoch", "partner_size"}
 _FLAGS = ("paper_coefficients", "standardize", "submodular_normalize", "download", "force")
 
 
+#: Methods whose exact kernel work ``--engine`` runs (mmd's row sums and selection loop,
+#: dpp's and submodular's row sums).
+_ENGINE_METHODS = frozenset({"mmd", "dpp", "submodular"})
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """Every input of ``schedgen build``, typed. Fields that do not shape the schedule
@@ -161,6 +166,14 @@ class BuildConfig:
         object.__setattr__(self, "bandwidth", parse_bandwidth(bw))
         object.__setattr__(self, "approx", parse_approx(self.approx))
         object.__setattr__(self, "engine", parse_engine(self.engine))
+        if self.engine != "local":
+            # The engine runs exact N² work; refuse what would leave it silently unused.
+            if self.approx is not None:
+                raise ParameterError(f"--engine runs the exact N² work and --approx {self.approx} avoids it (it runs "
+                                     f"in this process): drop one of them, got --engine {self.engine} with --approx")
+            if self.method not in _ENGINE_METHODS:
+                raise ParameterError(f"--engine applies to --method {', '.join(sorted(_ENGINE_METHODS))} (their "
+                                     f"exact kernel sums), got --engine {self.engine} with --method {self.method}")
         if self.pair is not None:
             object.__setattr__(self, "pair", parse_pair(self.pair))
         elif self.partner_size is not None:

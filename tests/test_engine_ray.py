@@ -166,3 +166,96 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "ray")))
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+
+
+# ---------------------------------------------------------------------- the selection loop
+
+
+@pytest.fixture(scope="module")
+def loop_data():
+    """600 samples in 5 row blocks of 128 (the blocks are made small below), so 1, 2 and 3
+    shards cut them differently."""
+    rng = np.random.default_rng([17, 2])
+    X = (rng.standard_normal((600, 16)) + 2.0 * rng.integers(0, 4, (600, 1))).astype(np.float32)
+    kernel = make_kernel("rbf", bandwidth=3.0)
+    return X, kernel, row_sums(kernel, X)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    from schedgen.methods import shards
+
+    monkeypatch.setattr(shards, "HOST_BLOCK", 128)  # the driver's choice: actors are told it
+
+
+def _loop(loop_data, solver, **kw):
+    from schedgen.methods.selection import mmd_schedule
+
+    X, kernel, rs = loop_data
+    st = mmd_schedule(X, 25, kernel=kernel, solver=solver, s_tot=rs.s, neg_tot=rs.neg, **kw)
+    return np.concatenate(st.batches), np.asarray(st.mmd2)
+
+
+LOOP_SOLVERS = {"lp": "lp", "greedy": "greedy", "swap": "swap", "lp-general": None}
+
+
+def _solver(name):
+    from schedgen.methods.solvers import SOLVERS, LPSolver
+
+    return LPSolver(certify_half=False) if name == "lp-general" else SOLVERS[name]
+
+
+@pytest.mark.parametrize("name", sorted(LOOP_SOLVERS))
+def test_loop_on_ray_actors_gives_the_in_process_bytes(loop_data, small_blocks, name):
+    solver = _solver(name)
+    ref_idx, ref_mmd2 = _loop(loop_data, solver, engine=InProcessEngine(), shards=1)
+    eng = RayEngine()
+    for n_shards in (1, 2, 3):
+        idx, mmd2 = _loop(loop_data, solver, engine=eng, shards=n_shards)
+        assert idx.tobytes() == ref_idx.tobytes(), n_shards
+        assert mmd2.tobytes() == ref_mmd2.tobytes(), n_shards  # the recorded MMD² too
+    assert not eng._shards  # the loop released its actors
+
+
+@pytest.mark.parametrize("snapshot_every", [0.0, 1e9])
+def test_a_killed_actor_is_replaced_and_the_schedule_holds(loop_data, small_blocks, snapshot_every):
+    solver = _solver("greedy")
+    ref_idx, ref_mmd2 = _loop(loop_data, solver, engine=InProcessEngine(), shards=1)
+    eng = RayEngine()
+    starts, killed = [], []
+    real = eng.start_shards
+    eng.start_shards = lambda *a: starts.append(1) or real(*a)
+
+    def on_step(st):
+        if len(st.batches) == 6 and not killed:
+            killed.append(eng._shards[1])
+            ray.kill(eng._shards[1], no_restart=True)
+
+    # snapshot_every 0: restart from the copy after step 6; 1e9: from the start (every step again)
+    idx, mmd2 = _loop(loop_data, solver, engine=eng, shards=2, on_step=on_step, snapshot_every=snapshot_every)
+    assert killed and len(starts) == 2  # the loss was seen and the shards restarted once
+    assert idx.tobytes() == ref_idx.tobytes() and mmd2.tobytes() == ref_mmd2.tobytes()
+
+
+def test_an_actor_lost_at_every_step_gives_up_with_one_line(loop_data, small_blocks):
+    eng = RayEngine()
+    real = eng.call_shards
+
+    def call(handles, method, args):
+        if method == "add_column":
+            ray.kill(handles[0], no_restart=True)
+        return real(handles, method, args)
+
+    eng.call_shards = call
+    with pytest.raises(EngineError, match="lost 4 times") as exc:
+        _loop(loop_data, _solver("greedy"), engine=eng, shards=2)
+    assert "\n" not in str(exc.value)
+    assert not eng._shards
+
+
+def test_engine_with_approx_or_an_engine_free_method_is_refused():
+    with pytest.raises(ParameterError, match="--approx") as exc:
+        BuildConfig(dataset="digits", k=50, engine="ray", approx="nystrom:64")
+    assert "\n" not in str(exc.value)
+    with pytest.raises(ParameterError, match="--method random"):
+        BuildConfig(dataset="digits", k=50, engine="ray", method="random")

@@ -130,7 +130,7 @@ def test_all_points_as_landmarks_is_the_exact_loop(toy, solver):
     assert_allclose(sf.matvec(sf.column_sum()), K.sum(axis=1), rtol=1e-11)  # s_tot = Φ(Φᵀ1)
     assert_allclose(sf.matvec(sf.column_sum()), row_sums(kernel, X)[0], rtol=1e-11)
     exact_steps, approx_steps = [], []
-    exact = _exact_run(X, kernel, 7, solver, on_step=lambda st: exact_steps.append(st.sP.copy()))
+    exact = _exact_run(X, kernel, 7, solver, on_step=lambda st: exact_steps.append(st.complete().sP.copy()))
     approx = mmd_schedule(X, 7, kernel=kernel, solver=get_solver(solver), factor=f.features.copy(),
                           on_step=lambda st: approx_steps.append(st.sP.copy()))
     for a, b in zip(exact.batches, approx.batches):
@@ -149,7 +149,7 @@ def test_each_step_matches_the_dense_factor_oracle(toy):
     L = f.features @ f.features.T
     seen = []
     st = mmd_schedule(X, 6, kernel=kernel, solver=get_solver("lp"), factor=f.features.copy(),
-                      on_step=lambda s: seen.append((s.Q.copy(), s.sP.copy(), len(s.batches))))
+                      on_step=lambda s: seen.append((s.Q.copy(), s.complete().sP.copy(), len(s.batches))))
     expect_mmd2 = prefix_mmd2_dense(L, st.batches)
     for Q, sP, nb in seen:
         P = np.concatenate(st.batches[:nb])

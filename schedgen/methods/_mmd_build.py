@@ -169,6 +169,7 @@ def _rule(cfg) -> str | None:
 def save_state(st: MMDState, device: str = "cpu") -> dict:
     """The arrays of a checkpoint of ``st`` (everything but Q, which follows from the
     batches), and the device it ran on (GPU and CPU kernel values differ in their last bits)."""
+    st = st.complete()  # the exact loop's sums live in its row shards
     sizes = np.array([len(b) for b in st.batches], dtype=np.int64)
     flat = np.concatenate(st.batches).astype(np.int64) if st.batches else np.zeros(0, np.int64)
     return {
@@ -295,7 +296,12 @@ def run_mmd(cfg, ds: Dataset, k: int, *, progress=None, cache_dir: Path | None =
         if checkpoint is not None and last:
             live, snap = last
             nb = snap.batches
-            checkpoint.save(save_state(replace(snap, batches=live.batches[:nb], mmd2=live.mmd2[:nb]), device))
+            if snap.sP is not None:  # the Nyström loop: its arrays are rebound each step
+                checkpoint.save(save_state(replace(snap, batches=live.batches[:nb], mmd2=live.mmd2[:nb]), device))
+            elif live.sP is not None and live.gather is None:
+                # the exact loop gathered its shards' sums at a step boundary (else the last
+                # periodic checkpoint stands)
+                checkpoint.save(save_state(live, device))
         raise
     sizes = [len(b) for b in state.batches]
     return MethodOutput(

@@ -40,6 +40,7 @@ from ..params import parse_engine
 __all__ = [
     "Engine",
     "EngineError",
+    "ShardLost",
     "InProcessEngine",
     "RayEngine",
     "make_engine",
@@ -58,8 +59,18 @@ class EngineError(SchedgenError):
     """The engine cannot start (Ray missing, cluster unreachable) or a task on it failed."""
 
 
+class ShardLost(EngineError):
+    """A shard's worker died (a lost actor or node): the loop restarts its shards from the
+    last state it holds."""
+
+
 class Engine:
-    """The operations a pass split over workers needs. Subclasses implement them."""
+    """The operations a pass split over workers needs. Subclasses implement them.
+
+    Row shards (the selection loop): :meth:`start_shards` builds one stateful shard per
+    spec, :meth:`call_shards` calls a method of each and gathers the replies in shard
+    order, :meth:`stop_shards` releases them.
+    """
 
     #: ``--engine`` text of this engine ("local", "ray", "ray:ADDRESS").
     name: str = ""
@@ -100,6 +111,23 @@ class Engine:
         """How many tasks the engine runs at once (to size tasks; never changes results)."""
         raise NotImplementedError
 
+    def default_shards(self) -> int:
+        """How many row shards a loop uses when not told (never changes results)."""
+        return 1
+
+    def start_shards(self, cls: type, shared: tuple, specs: Sequence[dict]) -> list:
+        """``[cls(*shared, **spec) for spec in specs]``, wherever the engine keeps state
+        (``shared``: large read-only values, shipped once)."""
+        raise NotImplementedError
+
+    def call_shards(self, handles: Sequence[Any], method: str, args: Sequence[tuple]) -> list:
+        """``[getattr(h, method)(*a) for h, a in zip(handles, args)]``, run by the shards at
+        once; raises :class:`ShardLost` when a shard's worker is gone."""
+        raise NotImplementedError
+
+    def stop_shards(self, handles: Sequence[Any]) -> None:
+        """Release the shards (idempotent)."""
+
     def close(self) -> None:
         """Release what the engine started (idempotent)."""
 
@@ -137,6 +165,12 @@ class InProcessEngine(Engine):
 
     def workers(self) -> int:
         return n_workers(self.n_jobs, 1 << 30)
+
+    def start_shards(self, cls, shared, specs) -> list:
+        return [cls(*shared, **spec, n_jobs=self.n_jobs) for spec in specs]
+
+    def call_shards(self, handles, method, args) -> list:
+        return [getattr(h, method)(*a) for h, a in zip(handles, args)]
 
 
 def _pinned_call(fn, shared, item):
@@ -230,9 +264,45 @@ class RayEngine(Engine):
                                   f"{_first_line(exc)}") from None
             self._owned = True
         self._remote = ray.remote(num_cpus=1)(_pinned_call)
+        self._shards: list = []
 
     def broadcast(self, value: Any) -> Any:
         return self._ray.put(value)
+
+    def default_shards(self) -> int:
+        return self.workers()
+
+    def start_shards(self, cls, shared, specs) -> list:
+        ray = self._ray
+        refs = [v if isinstance(v, ray.ObjectRef) else ray.put(v) for v in shared]
+        # One CPU per shard when the cluster has them; more shards than CPUs share them.
+        cpus = min(1.0, math.floor(100 * self.workers() / max(1, len(specs))) / 100) or 0.01
+        actor = ray.remote(cls).options(num_cpus=cpus, max_restarts=0)
+        handles = [actor.remote(*refs, **spec, n_jobs=1) for spec in specs]
+        self._shards.extend(handles)
+        return handles
+
+    def call_shards(self, handles, method, args) -> list:
+        ray = self._ray
+        refs = [getattr(h, method).remote(*a) for h, a in zip(handles, args)]
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayActorError as exc:
+            raise ShardLost(f"a shard's actor on the Ray cluster died: {_describe(exc)}") from None
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, SchedgenError):
+                raise cause from None
+            raise EngineError(f"a shard on the Ray cluster failed: {_describe(cause or exc)}") from None
+        except ray.exceptions.RayError as exc:
+            raise EngineError(f"the Ray cluster failed during the loop: {_describe(exc)}") from None
+
+    def stop_shards(self, handles) -> None:
+        for h in handles:
+            with contextlib.suppress(Exception):
+                self._ray.kill(h)
+            with contextlib.suppress(ValueError):
+                self._shards.remove(h)
 
     def workers(self) -> int:
         return max(1, int(self._ray.cluster_resources().get("CPU", 1)))
@@ -267,6 +337,7 @@ class RayEngine(Engine):
         return out
 
     def close(self) -> None:
+        self.stop_shards(list(self._shards))
         if self._owned:
             self._owned = False
             self._ray.shutdown()

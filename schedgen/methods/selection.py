@@ -36,7 +36,7 @@ columns per batch and one more per swap, ~170 in all).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -44,7 +44,7 @@ import numpy as np
 from ..errors import ParameterError
 from ..kernels import WorkingSet, to_numpy, worker_pool
 from ..kernels.nystrom import ShrinkingFactor
-from ..mmd2 import grow_prefix_sum, split_mmd2
+from ._sharded_loop import sharded_schedule
 from .solvers import BatchProblem
 
 __all__ = ["COEFFICIENTS", "MMDState", "mmd_schedule", "diag_coefficient"]
@@ -80,6 +80,17 @@ class MMDState:
     S_AD: float = 0.0
     batches: list = field(default_factory=list)
     mmd2: list = field(default_factory=list)
+    #: Set while the exact loop runs: ``sP``/``negP`` are then None (they live in the loop's
+    #: row shards) and ``gather()`` returns ``(Q, sP, negP)`` between steps.
+    gather: Callable | None = field(default=None, repr=False, compare=False)
+
+    def complete(self) -> "MMDState":
+        """This state with its sums in hand (gathered from the row shards if needed): what a
+        checkpoint saves. Call it between steps (``on_step``)."""
+        if self.gather is None:
+            return self
+        Q, sP, negP = self.gather()
+        return replace(self, Q=Q, sP=sP, negP=negP, batches=list(self.batches), mmd2=list(self.mmd2), gather=None)
 
     @classmethod
     def start(cls, n: int) -> "MMDState":
@@ -104,6 +115,9 @@ def mmd_schedule(
     progress: Callable[[int, int], None] | None = None,
     on_step: Callable[[MMDState], None] | None = None,
     n_jobs: int | None = None,
+    engine=None,
+    shards: int | None = None,
+    snapshot_every: float | None = None,
 ) -> MMDState:
     """Run the selection loop to the end and return its final state.
 
@@ -132,16 +146,26 @@ def mmd_schedule(
     n_jobs : int, optional
         Host worker threads for the kernel blocks (default: the usable CPUs). Does
         not change the result.
+    engine : Engine, optional
+        Where the exact loop's row shards run (default: the build's ``--engine``,
+        :func:`~schedgen.methods.engines.current_engine`, in this process unless told).
+        Does not change the result. The Nyström loop runs in this process only.
+    shards : int, optional
+        Row shards of the exact loop (default: the engine's choice, 1 in this process,
+        one per CPU of a Ray cluster). Does not change the result.
+    snapshot_every : float, optional
+        Seconds between the driver's copies of the shards' state, which a lost shard is
+        restarted from (default 60).
 
     Notes
     -----
-    Kernel values come from a :class:`~schedgen.kernels.WorkingSet`: the GEMM
-    operands of Q are built once and shrink with Q, so no step gathers ``X[Q]``.
-    The solver may ask for full columns ``K(c, Q)`` (``BatchProblem.columns``); those
-    it computed for the chosen batch are reused for the ``s_P`` update, the others
-    are computed in one (nQ x k) pass. BLAS stays pinned to one thread and one pool
-    of worker threads serves the whole loop, so the result does not depend on the
-    BLAS thread setting.
+    The exact loop runs over row shards (``schedgen.methods._sharded_loop``): every
+    row-wise computation happens in fixed blocks of consecutive samples, each with its own
+    :class:`~schedgen.kernels.WorkingSet` (GEMM operands prepared once, shrinking with
+    Q), and the reductions across blocks are order-free, so the result is the same bytes
+    for any number of shards, threads or engines. Greedy's and swap's full columns are
+    reused for the ``s_P`` update; ``lp``'s batch is added in one (nQ x k) pass. BLAS stays
+    pinned to one thread.
     """
     coef = diag_coefficient(coefficients)
     n = int(X.shape[0])
@@ -155,6 +179,12 @@ def mmd_schedule(
                              f"taken as 0), got {kernel.params()}")
     elif factor.shape[0] != n:
         raise ParameterError(f"factor must have shape ({n}, M) to match X, got {factor.shape}")
+    if factor is None:
+        return sharded_schedule(X, k, kernel=kernel, solver=solver, s_tot=s_tot, neg_tot=neg_tot, coef=coef,
+                                state=state if state is not None else MMDState.start(n), progress=progress, on_step=on_step, n_jobs=n_jobs, engine=engine,
+                                shards=shards, snapshot_every=snapshot_every)
+    if engine is not None and getattr(engine, "name", "local") != "local":
+        raise ParameterError(f"the Nyström loop (--approx) runs in this process; got --engine {engine.name}")
     kdiag = np.asarray(to_numpy(kernel.diag(X)), dtype=np.float64)
     st = state if state is not None else MMDState.start(n)
     total = -(-n // k)
@@ -165,26 +195,22 @@ def mmd_schedule(
         # follow the working set's slot layout, which depends on the removal history:
         # replaying the batches (bookkeeping only) makes a resumed run identical.
         ws = WorkingSet(kernel, X, n_jobs=n_jobs)
-        low = None
-        if factor is not None:
-            low = _LowRank(ShrinkingFactor(factor, n_jobs=n_jobs))
-            s_tot, neg_tot = low.s_tot, np.zeros(n)
-        has_neg = bool(np.any(neg_tot < 0))
+        low = _LowRank(ShrinkingFactor(factor, n_jobs=n_jobs))
+        s_tot = low.s_tot
         for B in st.batches:
             pos = np.searchsorted(ws.ids, B)
-            if low is not None:  # the same additions and removals as the run that made the state
-                low.add(pos)
+            low.add(pos)  # the same additions and removals as the run that made the state
             ws.remove(pos)
         if not np.array_equal(ws.ids, st.Q):
             raise ParameterError(
                 "state is inconsistent: its unscheduled samples Q must be all samples "
                 "minus its batches, in increasing order"
             )
-        if low is not None and st.batches and not st.done:
+        if st.batches and not st.done:
             # s_P from the replayed a and layout: the bits the interrupted run had after its step
             st.sP, st.negP = low.sP(), np.zeros(len(st.Q))
         while not st.done:
-            _step(st, ws, k, n, coef, kdiag, s_tot, neg_tot, has_neg, solver, low)
+            _step(st, ws, k, n, coef, kdiag, s_tot, solver, low)
             if on_step:
                 on_step(st)
             if progress:
@@ -219,68 +245,29 @@ class _LowRank:
         return float(d @ d)
 
 
-def _step(st: MMDState, ws, k, n, coef, kdiag, s_tot, neg_tot, has_neg, solver, low=None) -> None:
-    """Choose one batch and update the state (and the working set) in place."""
+def _step(st: MMDState, ws, k, n, coef, kdiag, s_tot, solver, low) -> None:
+    """Choose one batch of the Nyström loop and update the state (and the working set) in place."""
     Q = st.Q
     nQ = len(Q)
     nP = n - nQ
-    served: dict[int, np.ndarray] = {}  # position -> K(Q[pos], Q) as handed to the solver
     if nQ <= k:
         pos = np.arange(nQ)
     else:
         c = (nP + k) / n
         diag = kdiag[Q] - coef * c * s_tot[Q] + coef * st.sP
-        neg = neg_tot[Q] - st.negP
-
-        def columns(cc):
-            out = ws.columns(Q[cc])
-            for r, p in enumerate(np.asarray(cc).tolist()):
-                served[p] = out[r]
-            return out
-
-        problem = BatchProblem(diag=diag, neg=neg, k=k, block=lambda r, cc: ws.block(Q[r], Q[cc]), columns=columns)
+        problem = BatchProblem(diag=diag, neg=np.zeros(nQ), k=k, block=lambda r, cc: ws.block(Q[r], Q[cc]),
+                               columns=lambda cc: ws.columns(Q[cc]))
         pos = np.asarray(solver(problem), dtype=np.int64)
         if len(pos) != k or len(np.unique(pos)) != k or pos.min() < 0 or pos.max() >= nQ:
             raise RuntimeError(f"solver returned an invalid batch: {pos!r} (k={k}, nQ={nQ})")
     B = Q[pos]
     keep = np.ones(nQ, dtype=bool)
     keep[pos] = False
-    if low is not None:
-        # s_P(rest) = Φ_rest (a + Σ_{b∈B} φ_b): N·M, whatever columns the solver computed
-        low.add(pos)
-        ws.remove(pos)
-        st.Q = Q[keep]
-        st.sP = low.sP() if len(st.Q) else np.zeros(0)
-        st.negP = np.zeros(len(st.Q))
-        st.batches.append(B)
-        st.mmd2.append(low.mmd2(n - len(st.Q), len(st.Q)))
-        return
-    KBB = ws.block(B, B)
-    st.S_AA = grow_prefix_sum(st.S_AA, st.sP[pos], KBB)
-    st.S_AD += float(np.sum(s_tot[B]))
-    rest = Q[keep]
-    if len(rest):
-        # s_P(i) += Σ_{b∈B} K(b, i). Columns the solver already has are summed in batch
-        # order (their entries at positions of B, possibly zeroed by it, are dropped);
-        # the others come from one fused pass that never materialises them.
-        have = [p for p in pos.tolist() if p in served]
-        missing = [p for p in pos.tolist() if p not in served]
-        inc = inc_neg = None
-        if missing:
-            inc, inc_neg = ws.column_sums(Q[np.asarray(missing, np.int64)], negative=has_neg)
-        for p in have:
-            col = served[p]
-            inc = col.copy() if inc is None else np.add(inc, col, out=inc)
-            if has_neg:
-                m = np.minimum(col, 0.0)
-                inc_neg = m if inc_neg is None else np.add(inc_neg, m, out=inc_neg)
-        st.sP = st.sP[keep] + inc[keep]
-        st.negP = st.negP[keep] + inc_neg[keep] if has_neg else np.zeros(len(rest))
-    else:
-        st.sP = st.sP[keep]
-        st.negP = st.negP[keep]
+    # s_P(rest) = Φ_rest (a + Σ_{b∈B} φ_b): N·M, whatever columns the solver computed
+    low.add(pos)
     ws.remove(pos)
-    st.Q = rest
+    st.Q = Q[keep]
+    st.sP = low.sP() if len(st.Q) else np.zeros(0)
+    st.negP = np.zeros(len(st.Q))
     st.batches.append(B)
-    # S_AR and S_RR from the rows left, not T - 2 S_AD + S_AA (schedgen.mmd2 says why).
-    st.mmd2.append(split_mmd2(st.S_AA, st.sP, s_tot[rest], n - len(rest)))
+    st.mmd2.append(low.mmd2(n - len(st.Q), len(st.Q)))

@@ -35,6 +35,8 @@ The test oracles (brute force, the full n²-variable LP) live in
 from __future__ import annotations
 
 from ._highs import LPSolveError
+from ._certificate import certify_half
+from ._local import SWAP_RTOL
 from ._lp import reduced_lp_objective, solve_lp_relaxation
 from ._problem import BatchProblem, objective
 from ._registry import (
@@ -62,4 +64,6 @@ __all__ = [
     "solve_lp_relaxation",
     "reduced_lp_objective",
     "LPSolveError",
+    "certify_half",
+    "SWAP_RTOL",
 ]

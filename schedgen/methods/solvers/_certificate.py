@@ -160,6 +160,25 @@ def _flow_fits(W: np.ndarray, d: np.ndarray, tol: float) -> bool:
     return y is not None and bool(np.abs(d - y.sum(axis=1)).max() <= tol)
 
 
+def certify_half(aS: np.ndarray, a_next: float | None, W: np.ndarray) -> float | None:
+    """The μ that proves ``m = ½`` on S optimal, or None (see :func:`_half_certificate`).
+
+    ``aS``: the 2k smallest ``a`` in order (ties by position); ``a_next``: the next one
+    (None when there is none); ``W = max(K_S, 0)`` with a zero diagonal. The selection
+    loop calls this directly on candidates merged from its row shards.
+    """
+    lo = float(aS[-1])
+    # μ may be anything in [a_(2k), a_(2k+1)]: the middle gives every sample of S some
+    # demand (better conditioned), the bottom the least demand in total; try both.
+    mus = [lo] if a_next is None or not a_next > lo else [0.5 * (lo + a_next), lo]
+    for mu in mus:
+        d = mu - aS
+        tol = _CERT_TOL * max(1.0, float(np.abs(aS).max()), abs(mu))
+        if _flow_fits(W, d, tol):
+            return mu
+    return None
+
+
 def _half_certificate(problem: BatchProblem, a: np.ndarray):
     """Try ``m = ½`` on the 2k smallest ``a`` (ties by position); certify it by LP duality.
 
@@ -178,16 +197,8 @@ def _half_certificate(problem: BatchProblem, a: np.ndarray):
     S = S[: 2 * k]
     W = np.maximum(_kblock(problem, S, S), 0.0)
     aS = a[S]
-    lo = float(aS[-1])
-    # μ may be anything in [a_(2k), a_(2k+1)]: the middle gives every sample of S some
-    # demand (better conditioned), the bottom the least demand in total; try both.
-    mus = [lo] if a_next is None or not a_next > lo else [0.5 * (lo + a_next), lo]
-    for mu in mus:
-        d = mu - aS
-        tol = _CERT_TOL * max(1.0, float(np.abs(aS).max()), abs(mu))
-        if _flow_fits(W, d, tol):
-            break
-    else:
+    mu = certify_half(aS, a_next, W)
+    if mu is None:
         return None, S, W
     m = np.zeros(n)
     m[S] = 0.5

@@ -7,7 +7,7 @@ import numpy as np
 from ._problem import BatchProblem, _columns
 
 #: A swap is taken only when it lowers the objective by more than this (relative).
-_SWAP_RTOL = 1e-12
+SWAP_RTOL = _SWAP_RTOL = 1e-12
 
 
 class _ColumnCache:
