@@ -62,6 +62,8 @@ class ShardedLoop:
         self.block = block_size(X)
         self.snapshot_every = SNAPSHOT_EVERY if snapshot_every is None else float(snapshot_every)
         self.handles: list = []
+        #: method -> (calls, seconds) as the driver saw them (round trips included)
+        self.stats: dict[str, tuple[int, float]] = {}
         self._shared = None
         self.consistent = True
         self._recover = None
@@ -71,7 +73,11 @@ class ShardedLoop:
 
     def _call(self, method: str, *args, each: list | None = None) -> list:
         argv = each if each is not None else [args] * len(self.handles)
-        return self.engine.call_shards(self.handles, method, argv)
+        t = time.perf_counter()
+        out = self.engine.call_shards(self.handles, method, argv)
+        calls, sec = self.stats.get(method, (0, 0.0))
+        self.stats[method] = (calls + 1, sec + time.perf_counter() - t)
+        return out
 
     def start(self, st) -> None:
         """Start the shards on state ``st`` (a fresh one or a checkpoint's)."""
@@ -276,11 +282,16 @@ def sharded_schedule(X, k: int, *, kernel, solver, s_tot, neg_tot, coef: float, 
                 try:
                     loop.step(st)
                 except ShardLost:
-                    losses += 1
-                    if losses > MAX_LOSSES:
-                        raise EngineError(f"shards were lost {losses} times without a completed step; "
-                                          "check the cluster's nodes") from None
-                    loop.rewind(st)
+                    while True:  # a restart can lose a shard too
+                        losses += 1
+                        if losses > MAX_LOSSES:
+                            raise EngineError(f"shards were lost {losses} times without a completed step; "
+                                              "check the cluster's nodes") from None
+                        try:
+                            loop.rewind(st)
+                            break
+                        except ShardLost:
+                            continue
                     st.sP = st.negP = None
                     if progress:
                         progress(len(st.batches), total)

@@ -20,7 +20,9 @@ one best sample, the batch members' values, per-block partial sums.
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -169,6 +171,20 @@ class _Block:
         return (float(values[i]), int(self.gids[i]))
 
 
+def _timed(fn):
+    """Count a shard call's compute seconds in ``self.busy`` (what :meth:`Shard.stats` reports)."""
+
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(self, *args, **kwargs)
+        finally:
+            self.busy[fn.__name__] = self.busy.get(fn.__name__, 0.0) + time.perf_counter() - t
+
+    return call
+
+
 class Shard:
     """The loop's state for the samples ``lo..hi`` (whole row blocks) and its per-step work.
 
@@ -197,6 +213,7 @@ class Shard:
         self.has_neg = bool(has_neg)
         self.n_jobs = n_jobs
         self._host = get_namespace(X) is np
+        self.busy: dict[str, float] = {}
         self.blocks = [_Block(kernel, X, b, min(b + block, hi), s_tot, neg_tot) for b in range(lo, hi, block)]
         self._R = None
         if X.shape[0] * (X.shape[1] + 2) * X.dtype.itemsize <= OPERAND_CACHE_BYTES:
@@ -246,6 +263,7 @@ class Shard:
 
     # ------------------------------------------------------------------ calls
 
+    @_timed
     def restore(self, batches: list, sP: np.ndarray, negP: np.ndarray) -> int:
         """Replay the removals of ``batches`` (bookkeeping only: the blocks' layouts then
         are the ones the run that made the state had) and take ``sP``/``negP`` of this
@@ -266,6 +284,7 @@ class Shard:
             raise ParameterError(f"state is inconsistent: {off} unscheduled samples in the shard, got sums of {len(sP)}")
         return off
 
+    @_timed
     def begin(self, c: float, coef: float, mode: str, count: int = 0):
         """Start a step: ``Z_ii = K_ii - coef·c·s_tot(i) + coef·s_P(i)`` and the negative sums.
 
@@ -302,6 +321,7 @@ class Shard:
             return _merge_best(parts)
         return None
 
+    @_timed
     def gather(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """This step's ``(index, Z_ii, neg)`` of every unscheduled sample, in index order."""
         live = [b for b in self.blocks if b.n]
@@ -310,6 +330,7 @@ class Shard:
         return (np.concatenate([b.gids for b in live]), np.concatenate([b.diag for b in live]),
                 np.concatenate([b.neg for b in live]))
 
+    @_timed
     def add_column(self, j: int):
         """Greedy: sample j joins the batch (``g += K(j, ·)``); returns the least score
         ``Z_ii + 2 g_i`` over the non-members (ties by index)."""
@@ -324,6 +345,7 @@ class Shard:
 
         return _merge_best(self._each(one, light=True))
 
+    @_timed
     def swap_visit(self, pending, b_gid: int):
         """Swap search: first apply ``pending`` (None, ``("add", j)`` the greedy phase's last
         sample, or ``("swap", out, in)``), then, for the slot holding ``b_gid``, the least
@@ -367,6 +389,7 @@ class Shard:
 
         return swap
 
+    @_timed
     def apply(self, B, pending=None, cached: bool = False):
         """The batch ``B`` (indices, the solver's order) leaves Q.
 
@@ -422,6 +445,7 @@ class Shard:
                 st.append(p[2])
         return before, sA, st, sum(b.n for b in self.blocks)
 
+    @_timed
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(index, s_P, negP)`` of this shard's unscheduled samples, in index order."""
         live = [b for b in self.blocks if b.n]
@@ -431,8 +455,12 @@ class Shard:
                 np.concatenate([b.negP for b in live]))
 
     def ping(self) -> int:
-        """The number of unscheduled samples here (a cheap call to check the shard is up)."""
+        """The number of unscheduled samples here (a cheap call: the engine's round trip)."""
         return sum(b.n for b in self.blocks)
+
+    def stats(self) -> dict:
+        """Seconds of compute so far, by call (benchmarks/engine_loop.py reads them)."""
+        return dict(self.busy)
 
 
 def _smallest_ids(values: np.ndarray, count: int) -> np.ndarray:
