@@ -259,3 +259,29 @@ def test_engine_with_approx_or_an_engine_free_method_is_refused():
     assert "\n" not in str(exc.value)
     with pytest.raises(ParameterError, match="--method random"):
         BuildConfig(dataset="digits", k=50, engine="ray", method="random")
+
+
+def test_a_shard_that_cannot_start_is_one_line_not_a_lost_node(loop_data):
+    from schedgen.methods.shards import Shard
+
+    X, kernel, rs = loop_data
+    eng = RayEngine()
+    with pytest.raises(EngineError, match="failed to start.*ValueError") as exc:
+        eng.start_shards(Shard, (kernel, X, rs.s, rs.neg), [dict(lo=0, hi=600, block=0, has_neg=False)])
+    assert "\n" not in str(exc.value)
+    assert not eng._shards
+
+
+def test_shards_that_find_no_room_give_up_with_one_line(loop_data, monkeypatch):
+    from schedgen.methods.shards import Shard
+
+    X, kernel, rs = loop_data
+    eng = RayEngine()
+    eng.start_timeout = 3.0
+    monkeypatch.setattr(eng, "workers", lambda: 1000)  # as if the cluster had room: 1 CPU each
+    specs = [dict(lo=0, hi=200, block=200, has_neg=False), dict(lo=200, hi=400, block=200, has_neg=False),
+             dict(lo=400, hi=600, block=200, has_neg=False)]
+    with pytest.raises(EngineError, match="did not start on the Ray cluster within 3 s") as exc:
+        eng.start_shards(Shard, (kernel, X, rs.s, rs.neg), specs)  # 3 actors of 1 CPU on 2 CPUs
+    assert "\n" not in str(exc.value)
+    assert not eng._shards  # the ones that started were stopped

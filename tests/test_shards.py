@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
+from schedgen.errors import ParameterError
 from schedgen.kernels import Polynomial, make_kernel, row_sums
 from schedgen.methods import shards
 from schedgen.methods.engines import InProcessEngine, ShardLost
@@ -59,11 +60,40 @@ def test_shard_bounds_are_whole_blocks_split_evenly():
 
 
 @pytest.mark.parametrize("name", SOLVER_NAMES)
-def test_any_number_of_shards_and_threads_gives_the_same_bytes(data, small_blocks, name):
+def test_any_number_of_shards_and_threads_gives_the_same_bytes(data, small_blocks, monkeypatch, name):
     solver = _solver(name)
     ref = _bytes(_run(data, solver, shards=1, n_jobs=1))
     for n_shards, n_jobs in ((1, 2), (2, 1), (3, 2), (6, 2)):
         assert _bytes(_run(data, solver, shards=n_shards, n_jobs=n_jobs)) == ref, (n_shards, n_jobs)
+    # one-column requests on worker threads too, and operands formed per request (as on Ray)
+    monkeypatch.setattr(shards, "_THREADED_ROWS", 0)
+    monkeypatch.setattr(shards, "OPERAND_CACHE_BYTES", 0)
+    assert _bytes(_run(data, solver, shards=3, n_jobs=2)) == ref
+
+
+class _Wrapped:
+    """A solver the loop does not know: it gathers the whole step and calls it, so this
+    runs the reference solvers (``_greedy``, ``_swap``, the LP certificate then HiGHS)."""
+
+    def __init__(self, solver):
+        self.solver = solver
+
+    def __call__(self, problem):
+        return self.solver(problem)
+
+
+@pytest.mark.parametrize("k", [1, 7, 20])
+@pytest.mark.parametrize("name", ["lp", "greedy", "swap"])
+def test_the_shard_protocols_choose_what_the_reference_solvers_choose(data, small_blocks, name, k):
+    X, kernel, rs = data
+    fast = mmd_schedule(X, k, kernel=kernel, solver=SOLVERS[name], s_tot=rs.s, neg_tot=rs.neg, shards=3)
+    ref = mmd_schedule(X, k, kernel=kernel, solver=_Wrapped(SOLVERS[name]), s_tot=rs.s, neg_tot=rs.neg, shards=3)
+    assert len(fast.batches) == len(ref.batches)
+    for a, b in zip(fast.batches, ref.batches):
+        assert a.tobytes() == b.tobytes()  # the same samples in the same (selection) order
+    # the gathered path adds a batch in one fused GEMM pass, the fast one from GEMV columns:
+    # float32 kernel values rounded differently (~1e-7 each)
+    assert_allclose(fast.mmd2[:-1], ref.mmd2[:-1], rtol=1e-4, atol=1e-12)
 
 
 def test_the_block_size_is_what_fixes_the_bits(monkeypatch):
@@ -154,6 +184,34 @@ def test_a_lost_shard_restarts_from_the_drivers_copy(data, small_blocks, snapsho
     assert eng.starts == 4 and got == ref
 
 
+class _FlakySnapshots(_Flaky):
+    """Loses a shard on the n-th gather of the shards' sums (the copy or a checkpoint's)."""
+
+    def __init__(self, nth):
+        super().__init__(fail_at=[])
+        self.snapshots = 0
+        self.nth = nth
+
+    def call_shards(self, handles, method, args):
+        if method == "snapshot":
+            self.snapshots += 1
+            if self.snapshots == self.nth:
+                raise ShardLost("a shard's actor on the Ray cluster died: test")
+        return super().call_shards(handles, method, args)
+
+
+@pytest.mark.parametrize("where", ["copy", "checkpoint"])
+def test_a_shard_lost_between_steps_is_recovered_too(data, small_blocks, where):
+    solver = _solver("greedy")
+    ref = _bytes(_run(data, solver, shards=2))
+    eng = _FlakySnapshots(nth=3)
+    if where == "copy":
+        got = _run(data, solver, shards=2, engine=eng, snapshot_every=0.0)
+    else:
+        got = _run(data, solver, shards=2, engine=eng, on_step=lambda st: st.complete())
+    assert eng.starts == 2 and _bytes(got) == ref
+
+
 def test_losses_without_progress_end_with_one_line(data, small_blocks):
     from schedgen.methods.engines import EngineError
 
@@ -188,6 +246,8 @@ def test_ctrl_c_leaves_a_state_only_between_steps(data, small_blocks, monkeypatc
     assert live.gather is None
     if where == "apply":
         assert live.sP is None  # nothing to save: the last periodic checkpoint stands
+        with pytest.raises(ParameterError, match="lost with the loop's shards"):
+            live.complete()
     else:
         assert len(live.batches) == 6
         ref = states[6]

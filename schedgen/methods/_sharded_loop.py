@@ -60,7 +60,12 @@ class ShardedLoop:
             raise ParameterError(f"shards must be a positive integer or None, got {n_shards!r}")
         self.bounds = shard_bounds(self.n, block_size(X), int(n_shards))
         self.block = block_size(X)
-        self.snapshot_every = SNAPSHOT_EVERY if snapshot_every is None else float(snapshot_every)
+        if snapshot_every is None:
+            snapshot_every = SNAPSHOT_EVERY
+        if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, (int, float)) or not snapshot_every >= 0:
+            raise ParameterError(f"snapshot_every must be a non-negative number of seconds or None, "
+                                 f"got {snapshot_every!r}")
+        self.snapshot_every = float(snapshot_every)
         self.handles: list = []
         #: method -> (calls, seconds) as the driver saw them (round trips included)
         self.stats: dict[str, tuple[int, float]] = {}
@@ -86,18 +91,22 @@ class ShardedLoop:
             self.handles = []
         if self._shared is None:
             self._shared = tuple(self.engine.broadcast(v) for v in (self.kernel, self.X, self.s_tot, self.neg_tot))
-        specs = [dict(lo=lo, hi=hi, block=self.block, has_neg=self.has_neg) for lo, hi in self.bounds]
+        cache = isinstance(self.engine, InProcessEngine)  # one process: one copy of the operand
+        specs = [dict(lo=lo, hi=hi, block=self.block, has_neg=self.has_neg, cache_operand=cache)
+                 for lo, hi in self.bounds]
         self.handles = self.engine.start_shards(Shard, self._shared, specs)
         Q = st.Q
         each = []
         for lo, hi in self.bounds:
             a, b = np.searchsorted(Q, [lo, hi])
             each.append((st.batches, st.sP[a:b], st.negP[a:b]))
-        counts = self._call("restore", each=each)
-        if sum(counts) != len(Q):
+        live = self._call("restore", each=each)
+        if not np.array_equal(np.concatenate(live), Q):
             raise ParameterError("state is inconsistent: its unscheduled samples Q must be all samples "
                                  "minus its batches, in increasing order")
-        self._keep(st, force=True)
+        self.consistent = True
+        self.remember(st)
+        self._last_snap = time.monotonic()
 
     def stop(self) -> None:
         if self.handles:
@@ -109,17 +118,18 @@ class ShardedLoop:
         parts = self._call("snapshot")
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
 
-    def _keep(self, st, *, force: bool = False) -> None:
-        """Copy the state for recovery (every ``snapshot_every`` seconds)."""
+    def _keep(self, st) -> None:
+        """Copy the shards' state for recovery (every ``snapshot_every`` seconds)."""
         now = time.monotonic()
-        if not force and now - self._last_snap < self.snapshot_every:
+        if now - self._last_snap < self.snapshot_every:
             return
-        if force and st.sP is not None:
-            Q, sP, negP = st.Q, st.sP, st.negP
-        else:
-            Q, sP, negP = self.gather_state()
-        self._recover = (len(st.batches), st.S_AA, st.S_AD, Q.copy(), sP.copy(), negP.copy())
+        Q, sP, negP = self.gather_state()
+        self._recover = (len(st.batches), st.S_AA, st.S_AD, Q, sP, negP)
         self._last_snap = now
+
+    def remember(self, st) -> None:
+        """Take ``st`` (its sums in hand) as the recovery copy before the shards start."""
+        self._recover = (len(st.batches), st.S_AA, st.S_AD, st.Q.copy(), st.sP.copy(), st.negP.copy())
 
     def rewind(self, st) -> None:
         """Restart every shard from the recovery copy; ``st`` goes back to it (in place)."""
@@ -275,32 +285,29 @@ def sharded_schedule(X, k: int, *, kernel, solver, s_tot, neg_tot, coef: float, 
     losses = 0
     with worker_pool(n_jobs):
         try:
-            loop.start(st)
+            loop.remember(st)
+            try:
+                loop.start(st)
+            except ShardLost:
+                losses = _recover(loop, st, losses)
             st.sP = st.negP = None  # they live in the shards now
             st.gather = loop.gather_state
             while not st.done:
                 try:
                     loop.step(st)
+                    if not st.done:
+                        loop._keep(st)
+                    if on_step:
+                        on_step(st)  # may gather the shards' sums (a checkpoint)
                 except ShardLost:
-                    while True:  # a restart can lose a shard too
-                        losses += 1
-                        if losses > MAX_LOSSES:
-                            raise EngineError(f"shards were lost {losses} times without a completed step; "
-                                              "check the cluster's nodes") from None
-                        try:
-                            loop.rewind(st)
-                            break
-                        except ShardLost:
-                            continue
+                    # A shard lost during the step, the copy or the checkpoint: back to the
+                    # copy, then the same steps again (on_step sees them again: harmless).
+                    losses = _recover(loop, st, losses)
                     st.sP = st.negP = None
                     if progress:
                         progress(len(st.batches), total)
                     continue
                 losses = 0
-                if not st.done:
-                    loop._keep(st)
-                if on_step:
-                    on_step(st)
                 if progress:
                     progress(len(st.batches), total)
         except KeyboardInterrupt:
@@ -314,11 +321,26 @@ def sharded_schedule(X, k: int, *, kernel, solver, s_tot, neg_tot, coef: float, 
                     st.sP = st.negP = None
             raise
         finally:
+            st.gather = None  # the shards go now: nothing can gather their sums later
             loop.stop()
-    st.gather = None
     st.sP = np.zeros(0)
     st.negP = np.zeros(0)
     return st
+
+
+def _recover(loop: ShardedLoop, st, losses: int) -> int:
+    """Rewind to the loop's copy, retrying a restart that loses a shard too; gives up after
+    :data:`MAX_LOSSES` losses without a completed step (one line)."""
+    while True:
+        losses += 1
+        if losses > MAX_LOSSES:
+            raise EngineError(f"shards were lost {losses} times without a completed step; "
+                              "check the cluster's nodes") from None
+        try:
+            loop.rewind(st)
+            return losses
+        except ShardLost:
+            continue
 
 
 __all__ = ["sharded_schedule", "ShardedLoop", "MAX_LOSSES", "SNAPSHOT_EVERY"]

@@ -52,6 +52,9 @@ __all__ = [
 
 #: Seconds a :class:`RayEngine` waits for a cluster's head to answer before giving up.
 CONNECT_TIMEOUT = 10.0
+#: Seconds the shard actors of a loop may take to start (and map the features) before the
+#: build gives up with one line instead of waiting for CPUs that never free up.
+START_TIMEOUT = 300.0
 _RAY_HINT = "pip install 'schedgen[ray]' (or pip install 'ray>=2.40')"
 
 
@@ -265,6 +268,8 @@ class RayEngine(Engine):
             self._owned = True
         self._remote = ray.remote(num_cpus=1)(_pinned_call)
         self._shards: list = []
+        #: Seconds the shard actors of a loop may take to start.
+        self.start_timeout = START_TIMEOUT
 
     def broadcast(self, value: Any) -> Any:
         return self._ray.put(value)
@@ -274,12 +279,28 @@ class RayEngine(Engine):
 
     def start_shards(self, cls, shared, specs) -> list:
         ray = self._ray
+        cpus_total = self.workers()
+        if len(specs) > 100 * cpus_total:
+            raise EngineError(f"at most 100 shards per CPU of the Ray cluster ({cpus_total} CPUs), got {len(specs)}")
         refs = [v if isinstance(v, ray.ObjectRef) else ray.put(v) for v in shared]
         # One CPU per shard when the cluster has them; more shards than CPUs share them.
-        cpus = min(1.0, math.floor(100 * self.workers() / max(1, len(specs))) / 100) or 0.01
+        cpus = min(1.0, math.floor(100 * cpus_total / max(1, len(specs))) / 100)
         actor = ray.remote(cls).options(num_cpus=cpus, max_restarts=0)
-        handles = [actor.remote(*refs, **spec, n_jobs=1) for spec in specs]
-        self._shards.extend(handles)
+        handles: list = []
+        try:
+            for spec in specs:
+                handles.append(actor.remote(*refs, **spec, n_jobs=1))
+            self._shards.extend(handles)
+            # Up (or failed) within the timeout: a cluster without room would keep them pending.
+            ready, pending = ray.wait([h.ping.remote() for h in handles], num_returns=len(handles),
+                                      timeout=self.start_timeout)
+            if pending:
+                raise EngineError(f"{len(pending)} of {len(handles)} shard actors did not start on the Ray cluster "
+                                  f"within {self.start_timeout:g} s (it has {cpus_total} CPUs; are they busy?)")
+            self.call_shards(handles, "ping", [()] * len(handles))
+        except BaseException:
+            self.stop_shards(handles)
+            raise
         return handles
 
     def call_shards(self, handles, method, args) -> list:
@@ -288,6 +309,8 @@ class RayEngine(Engine):
         try:
             return ray.get(refs)
         except ray.exceptions.RayActorError as exc:
+            if getattr(exc, "actor_init_failed", False):  # its constructor raised: not a lost node
+                raise EngineError(f"a shard's actor failed to start on the Ray cluster: {_last_line(exc)}") from None
             raise ShardLost(f"a shard's actor on the Ray cluster died: {_describe(exc)}") from None
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
@@ -346,6 +369,12 @@ class RayEngine(Engine):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last line of a remote traceback's text: the exception and its message."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _describe(exc: BaseException) -> str:

@@ -88,6 +88,9 @@ class MMDState:
         """This state with its sums in hand (gathered from the row shards if needed): what a
         checkpoint saves. Call it between steps (``on_step``)."""
         if self.gather is None:
+            if self.sP is None:
+                raise ParameterError("this state's sums were lost with the loop's shards (it stopped inside a "
+                                     "step): continue from the last checkpoint")
             return self
         Q, sP, negP = self.gather()
         return replace(self, Q=Q, sP=sP, negP=negP, batches=list(self.batches), mmd2=list(self.mmd2), gather=None)

@@ -87,10 +87,12 @@ def _merge_best(bests):
 class _Block:
     """One row block: its operands, its slices of the row sums and its running sums."""
 
-    def __init__(self, kernel, X, lo: int, hi: int, s_tot, neg_tot):
+    def __init__(self, kernel, X, lo: int, hi: int, s_tot, neg_tot, n_jobs):
         self.lo = lo
         self.size = hi - lo
-        self.ws = WorkingSet(kernel, X[lo:hi], n_jobs=1)
+        # Its chunks (a function of its own layout) run on worker threads for requests of
+        # many samples; a one-sample request is one GEMV on the calling thread.
+        self.ws = WorkingSet(kernel, X[lo:hi], n_jobs=n_jobs)
         self.kdiag = np.asarray(to_numpy(kernel.diag(X[lo:hi])), dtype=np.float64)
         self.s_tot = np.asarray(s_tot[lo:hi], dtype=np.float64)
         self.neg_tot = np.asarray(neg_tot[lo:hi], dtype=np.float64)
@@ -202,29 +204,36 @@ class Shard:
         Row-block size (:func:`block_size`); the same for every shard of a loop.
     has_neg : bool
         Whether negative kernel values occur (then ``negP`` is kept).
+    cache_operand : bool
+        Keep the right GEMM operand of all of X (at most ``OPERAND_CACHE_BYTES``): a
+        request then gathers rows instead of forming them (~40 µs). Off for Ray actors,
+        which would each hold a copy. Does not change the result.
     n_jobs : int, optional
         Worker threads over the blocks (results do not depend on it).
     """
 
     def __init__(self, kernel, X, s_tot, neg_tot, *, lo: int, hi: int, block: int, has_neg: bool,
-                 n_jobs: int | None = None) -> None:
+                 cache_operand: bool = True, n_jobs: int | None = None) -> None:
         self.kernel = kernel
         self.X = X
         self.has_neg = bool(has_neg)
         self.n_jobs = n_jobs
         self._host = get_namespace(X) is np
         self.busy: dict[str, float] = {}
-        self.blocks = [_Block(kernel, X, b, min(b + block, hi), s_tot, neg_tot) for b in range(lo, hi, block)]
+        self.blocks = [_Block(kernel, X, b, min(b + block, hi), s_tot, neg_tot, n_jobs)
+                       for b in range(lo, hi, block)]
         self._R = None
-        if X.shape[0] * (X.shape[1] + 2) * X.dtype.itemsize <= OPERAND_CACHE_BYTES:
+        if cache_operand and X.shape[0] * (X.shape[1] + 2) * X.dtype.itemsize <= OPERAND_CACHE_BYTES:
             # The rows of this operand have the bits of operands of the gathered rows.
             self._R = rhs_rows(kernel, X, np.arange(X.shape[0]))
 
     # ------------------------------------------------------------------ helpers
 
     def _each(self, fn, *, light: bool = False) -> list:
-        """``[fn(block) for block in blocks]`` over the live blocks, on worker threads unless
-        the work is ``light`` (a one-column GEMV) on few rows: its hand-off would cost more."""
+        """``[fn(block) for block in blocks]`` over the live blocks. ``light`` work (one-column
+        GEMVs, elementwise passes) runs on worker threads across the blocks when there are
+        enough rows for the hand-off to pay; other work runs block after block, each block's
+        GEMM chunks on the worker threads (even shares however unequal the blocks are)."""
         if len(self.blocks) == 1:
             b = self.blocks[0]
             return [fn(b) if b.n else None]
@@ -234,8 +243,8 @@ class Shard:
         def task(i, state):
             out[i] = fn(self.blocks[i])
 
-        threads = self._host and len(live) > 1
-        if threads and light:
+        threads = self._host and len(live) > 1 and light
+        if threads:
             threads = sum(self.blocks[i].n for i in live) >= _THREADED_ROWS
         if threads:
             run_tasks(task, live, lambda: None, self.n_jobs)
@@ -267,7 +276,7 @@ class Shard:
     def restore(self, batches: list, sP: np.ndarray, negP: np.ndarray) -> int:
         """Replay the removals of ``batches`` (bookkeeping only: the blocks' layouts then
         are the ones the run that made the state had) and take ``sP``/``negP`` of this
-        shard's unscheduled samples (in index order). Returns the number of them."""
+        shard's unscheduled samples (in index order). Returns their indices."""
         for B in batches:
             B = np.asarray(B, np.int64)
             for b in self.blocks:
@@ -282,7 +291,8 @@ class Shard:
             off += n
         if off != len(sP) or len(negP) != len(sP):
             raise ParameterError(f"state is inconsistent: {off} unscheduled samples in the shard, got sums of {len(sP)}")
-        return off
+        live = [b.gids for b in self.blocks if b.n]
+        return np.concatenate(live) if live else np.zeros(0, np.int64)
 
     @_timed
     def begin(self, c: float, coef: float, mode: str, count: int = 0):
@@ -297,7 +307,9 @@ class Shard:
             b.step_clear()
             ids = b.ids
             b.diag = b.kdiag[ids] - coef * c * b.s_tot[ids] + coef * b.sP
-            b.neg = b.neg_tot[ids] - b.negP
+            # <= 0 by definition; rounding may leave a few ulps above 0 once every negative
+            # value of a row is in P (BatchProblem refuses neg > 0)
+            b.neg = np.minimum(b.neg_tot[ids] - b.negP, 0.0)
             if not (np.isfinite(b.diag).all() and np.isfinite(b.neg).all()):
                 raise ParameterError("diag and neg must be finite, got NaN or infinity")
             if mode == "lp":
@@ -433,7 +445,7 @@ class Shard:
             b.step_clear()
             return before, float(np.sum(b.sP)), float(np.sum(b.s_tot[b.ids]))
 
-        parts = self._each(one)
+        parts = self._each(one, light=cached)  # cached: sums of columns, no GEMM
         for b in self.blocks:
             b.step_clear()
         before: dict = {}
