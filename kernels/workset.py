@@ -21,7 +21,8 @@ GEMVs, whose rounding differs slightly from GEMMs'.)
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -45,6 +46,24 @@ _THREADED_M = 4
 _THREADED_N = 24576
 #: Compact the slot array once more than this fraction of it is dead.
 _DEAD_FRACTION = 0.125
+
+
+class SumJobs(NamedTuple):
+    """The chunk tasks of a :meth:`WorkingSet.column_sums_jobs` request: run
+    ``task(entry, state)`` for every entry of ``plan`` (any thread, BLAS pinned), each with a
+    ``state`` from ``make()`` (buffers of ``size`` elements; larger ones do too), then
+    ``result()`` gives ``(s, neg)``."""
+
+    plan: list
+    task: Any
+    make: Any
+    size: int
+    result: Any
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield
 
 
 class WorkingSet:
@@ -197,15 +216,11 @@ class WorkingSet:
             full = self._full[side] = _operand(self.kernel, self.X, self._xp.arange(n), self._sq, side)
         return idx.size, full[self._xp.asarray(idx.astype(np.int64, copy=False))]
 
-    def _run(self, R: Any, m: int, per_chunk) -> None:
+    def _jobs(self, R: Any, m: int, per_chunk) -> tuple[list, Any, int]:
+        """The chunk tasks of one request: ``(plan, task(entry, state), elements per buffer)``."""
         xp, kernel = self._xp, self.kernel
         plan = self._plan_for(m)
         size = m * max(e[1] - e[0] for e in plan)
-        dtype = self.X.dtype
-
-        def make():
-            buf = xp.empty(size, dtype=dtype)
-            return buf, (xp.empty_like(buf) if kernel.needs_scratch else None)
 
         def task(entry, state):
             s0, s1, d0, d1, li = entry
@@ -215,6 +230,20 @@ class WorkingSet:
             xp.matmul(R, self._L[s0:s1].T, out=tile)
             kernel._finish(tile, None if scratch is None else scratch[: tile.size].reshape(shape), xp)
             per_chunk(tile, d0, d1, li)
+
+        return plan, task, size
+
+    def _buffers(self, size: int):
+        xp = self._xp
+        buf = xp.empty(size, dtype=self.X.dtype)
+        return buf, (xp.empty_like(buf) if self.kernel.needs_scratch else None)
+
+    def _run(self, R: Any, m: int, per_chunk) -> None:
+        xp = self._xp
+        plan, task, size = self._jobs(R, m, per_chunk)
+
+        def make():
+            return self._buffers(size)
 
         if xp is np and len(plan) > 1:
             run_tasks(task, plan, make, self._n_jobs)
@@ -271,12 +300,35 @@ class WorkingSet:
 
     def column_sums_of(self, R: Any, *, negative: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`column_sums` of samples given by their right operand ``R`` (:func:`rhs_rows`)."""
+        jobs = self.column_sums_jobs(R, negative=negative)
+        if jobs.plan:
+            self._run_jobs(jobs)
+        return jobs.result()
+
+    def _run_jobs(self, jobs: "SumJobs") -> None:
+        xp = self._xp
+        if xp is np and len(jobs.plan) > 1:
+            run_tasks(jobs.task, jobs.plan, jobs.make, self._n_jobs)
+        else:
+            with pinned_blas() if xp is np else _nothing():  # on the calling thread: the same bits
+                state = jobs.make()
+                for entry in jobs.plan:
+                    jobs.task(entry, state)
+
+    def column_sums_jobs(self, R: Any, *, negative: bool = False) -> "SumJobs":
+        """:meth:`column_sums_of` as chunk tasks not yet run, for a caller that runs the tasks
+        of several working sets in one :func:`~schedgen.kernels._parallel.run_tasks` call
+        (each task gives the same bits wherever it runs)."""
         xp = self._xp
         m = int(R.shape[0])
         s = xp.zeros(self.n, dtype=xp.float64)
         neg = xp.zeros(self.n, dtype=xp.float64) if negative else None
-        if m == 0 or self.n == 0:
+
+        def result():
             return to_numpy(s), None if neg is None else to_numpy(neg)
+
+        if m == 0 or self.n == 0:
+            return SumJobs([], None, lambda: None, 0, result)
         f64 = xp.float64
         want_neg = negative and not self.kernel.nonnegative
 
@@ -289,8 +341,8 @@ class WorkingSet:
                 row = xp.sum(tile, axis=0, dtype=f64)
                 neg[d0:d1] = row if li is None else row[li]
 
-        self._run(R, m, add)
-        return to_numpy(s), None if neg is None else to_numpy(neg)
+        plan, task, size = self._jobs(R, m, add)
+        return SumJobs(plan, task, lambda: self._buffers(size), size, result)
 
     def block(self, rows: Any, cols: Any) -> np.ndarray:
         """The small dense block ``K(x_{rows[i]}, x_{cols[j]})`` (indices into X), float64 NumPy.
@@ -330,8 +382,14 @@ def pair_block(kernel: Kernel, X: Any, rows: Any, cols: Any) -> np.ndarray:
     c = np.asarray(to_numpy(cols), dtype=np.int64)
     if r.size == 0 or c.size == 0:
         return np.zeros((r.size, c.size))
-    L = _operand(kernel, X, xp.asarray(r), None, "lhs")
-    R = _operand(kernel, X, xp.asarray(c), None, "rhs")
+    if r.shape == c.shape and np.array_equal(r, c):  # a square block of some samples: gather them once
+        Xi = X[xp.asarray(r)]
+        sqi = sq_norms(Xi) if kernel.uses_sq else None
+        kernel.check_range(Xi, sq=sqi)
+        L, R = kernel._lhs(Xi, sqi), kernel._rhs(Xi, sqi)
+    else:
+        L = _operand(kernel, X, xp.asarray(r), None, "lhs")
+        R = _operand(kernel, X, xp.asarray(c), None, "rhs")
     with pinned_blas():
         tile = xp.matmul(L, R.T)
     scratch = xp.empty_like(tile) if kernel.needs_scratch else None

@@ -53,7 +53,9 @@ def _bytes(st):
 
 
 def test_shard_bounds_are_whole_blocks_split_evenly():
-    assert shard_bounds(1000, 100, 3) == [(0, 400), (400, 700), (700, 1000)]
+    assert shard_bounds(1000, 100, 3) == [(0, 300), (300, 700), (700, 1000)]
+    assert shard_bounds(200_000, 16384, 2) == [(0, 98304), (98304, 200_000)]  # not 7 blocks against 6
+    assert shard_bounds(1000, 100, 10) == [(i * 100, i * 100 + 100) for i in range(10)]
     assert shard_bounds(950, 100, 2) == [(0, 500), (500, 950)]
     assert shard_bounds(250, 100, 8) == [(0, 100), (100, 200), (200, 250)]  # at most one per block
     assert shard_bounds(5, 100, 4) == [(0, 5)]

@@ -32,10 +32,10 @@ import time
 import numpy as np
 
 from ..errors import ParameterError
-from ..kernels import get_namespace, pair_block, worker_pool
+from ..kernels import WorkingSet, get_namespace, pair_block, worker_pool
 from ..mmd2 import grow_prefix_sum, mmd2_from_sums
 from .engines import EngineError, InProcessEngine, ShardLost, current_engine
-from .shards import Shard, block_size, fsum_parts, shard_bounds
+from .shards import OPERAND_CACHE_BYTES, Shard, block_size, fsum_parts, shard_bounds
 from .solvers import SWAP_RTOL, BatchProblem, GreedySolver, LPSolver, SwapSolver, certify_half
 
 #: Consecutive shard losses without a completed step before the build gives up.
@@ -69,7 +69,10 @@ class ShardedLoop:
         self.handles: list = []
         #: method -> (calls, seconds) as the driver saw them (round trips included)
         self.stats: dict[str, tuple[int, float]] = {}
+        #: steps solved by the LP certificate, steps gathered whole, full columns computed
+        self.counts = {"steps": 0, "lp_certified": 0, "gathered": 0, "columns": 0}
         self._shared = None
+        self._operands = None
         self.consistent = True
         self._recover = None
         self._last_snap = 0.0
@@ -142,7 +145,18 @@ class ShardedLoop:
     # ------------------------------------------------------------------ one step
 
     def _block(self, rows, cols) -> np.ndarray:
-        return pair_block(self.kernel, self.X, rows, cols)
+        """``K(x_rows, x_cols)``: from operands of the whole of X kept here when the shards
+        run in this process and they fit (as the shards keep theirs), else formed from the
+        rows; the same bits either way."""
+        if self._operands is None:
+            X = self.X
+            fits = X.shape[0] * (X.shape[1] + 2) * X.dtype.itemsize <= OPERAND_CACHE_BYTES
+            if isinstance(self.engine, InProcessEngine) and fits and get_namespace(X) is np:
+                ws = WorkingSet(self.kernel, X, ids=np.zeros(0, np.int64), n_jobs=1)
+                self._operands = ws.block
+            else:
+                self._operands = lambda r, c: pair_block(self.kernel, X, r, c)
+        return self._operands(rows, cols)
 
     def step(self, st) -> None:
         """Choose one batch and update ``st`` and the shards."""
@@ -164,6 +178,7 @@ class ShardedLoop:
         else:
             B = self._gathered(c)
         self.consistent = False
+        self.counts["steps"] += 1
         replies = self._call("apply", B, pending, cached)
         before: dict = {}
         sA, stot = [], []
@@ -197,6 +212,7 @@ class ShardedLoop:
         if not np.isfinite(W).all():
             raise ParameterError("block returned NaN or infinity off the diagonal")
         if certify_half(aS, a_next, np.maximum(W, 0.0)) is not None:
+            self.counts["lp_certified"] += 1
             return S[:k].copy()  # all m = ½: the k smallest a, ties by index
         return self._solve_gathered()
 
@@ -206,6 +222,7 @@ class ShardedLoop:
 
     def _solve_gathered(self) -> np.ndarray:
         """The solver on the whole step, its kernel blocks read here (rare for ``lp``)."""
+        self.counts["gathered"] += 1
         parts = self._call("gather")
         gids, diag, neg = (np.concatenate([p[i] for p in parts]) for i in range(3))
         problem = BatchProblem(diag=diag, neg=neg, k=self.k, block=lambda r, cc: self._block(gids[r], gids[cc]))
@@ -221,6 +238,7 @@ class ShardedLoop:
         for _ in range(1, self.k):
             best = _least(self._call("add_column", chosen[-1]))
             chosen.append(best[1])
+        self.counts["columns"] += self.k
         return np.asarray(chosen, np.int64), ("add", chosen[-1])
 
     def _swap(self, B: np.ndarray, pending):
@@ -249,6 +267,7 @@ class ShardedLoop:
             r_c = d_c + 2.0 * g_c
             if best[0] - r_c < -tol:
                 pending = ("swap", int(B[c]), best[1])
+                self.counts["columns"] += 1  # (or fewer: a column swapped out and back is kept)
                 B[c] = best[1]  # the added sample takes the removed one's slot
                 swaps += 1
                 quiet = 0
@@ -268,7 +287,7 @@ def _least(bests):
 
 def sharded_schedule(X, k: int, *, kernel, solver, s_tot, neg_tot, coef: float, state, progress, on_step,
                      n_jobs: int | None, engine=None, shards: int | None = None,
-                     snapshot_every: float | None = None):
+                     snapshot_every: float | None = None, stats: dict | None = None):
     """The exact loop of :func:`~schedgen.methods.selection.mmd_schedule` over row shards."""
     n = int(X.shape[0])
     eng = engine if engine is not None else current_engine()
@@ -323,6 +342,8 @@ def sharded_schedule(X, k: int, *, kernel, solver, s_tot, neg_tot, coef: float, 
         finally:
             st.gather = None  # the shards go now: nothing can gather their sums later
             loop.stop()
+            if stats is not None:
+                stats.update(loop.counts, calls={m: c for m, (c, _) in loop.stats.items()})
     st.sP = np.zeros(0)
     st.negP = np.zeros(0)
     return st

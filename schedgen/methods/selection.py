@@ -121,6 +121,7 @@ def mmd_schedule(
     engine=None,
     shards: int | None = None,
     snapshot_every: float | None = None,
+    stats: dict | None = None,
 ) -> MMDState:
     """Run the selection loop to the end and return its final state.
 
@@ -159,6 +160,10 @@ def mmd_schedule(
     snapshot_every : float, optional
         Seconds between the driver's copies of the shards' state, which a lost shard is
         restarted from (default 60).
+    stats : dict, optional
+        Filled with the exact loop's counts: ``steps``, ``lp_certified`` (steps the LP's
+        half-integral certificate solved), ``gathered`` (steps solved on the whole gathered
+        diagonal), ``columns`` (full kernel columns computed) and ``calls`` per shard call.
 
     Notes
     -----
@@ -185,7 +190,7 @@ def mmd_schedule(
     if factor is None:
         return sharded_schedule(X, k, kernel=kernel, solver=solver, s_tot=s_tot, neg_tot=neg_tot, coef=coef,
                                 state=state if state is not None else MMDState.start(n), progress=progress, on_step=on_step, n_jobs=n_jobs, engine=engine,
-                                shards=shards, snapshot_every=snapshot_every)
+                                shards=shards, snapshot_every=snapshot_every, stats=stats)
     if engine is not None and getattr(engine, "name", "local") != "local":
         raise ParameterError(f"the Nyström loop (--approx) runs in this process; got --engine {engine.name}")
     kdiag = np.asarray(to_numpy(kernel.diag(X)), dtype=np.float64)

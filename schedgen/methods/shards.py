@@ -20,6 +20,7 @@ one best sample, the batch members' values, per-block partial sums.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -29,7 +30,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..kernels import WorkingSet, get_namespace, rhs_rows, to_numpy
-from ..kernels._parallel import run_tasks
+from ..kernels._parallel import pinned_blas, run_tasks
 
 __all__ = ["HOST_BLOCK", "DEVICE_BLOCK", "block_size", "shard_bounds", "Shard", "fsum_parts"]
 
@@ -55,13 +56,17 @@ def block_size(X: Any) -> int:
 
 
 def shard_bounds(n: int, block: int, n_shards: int) -> list[tuple[int, int]]:
-    """``n_shards`` (at most one per block) ranges of whole blocks covering ``0..n``, as even
-    in blocks as possible: ``[(lo, hi), ...]`` in sample indices."""
+    """``n_shards`` (at most one per block) ranges of whole blocks covering ``0..n``, each
+    ending at the block boundary nearest to its even share of the samples (a short last
+    block then does not unbalance them): ``[(lo, hi), ...]`` in sample indices."""
     nb = max(1, -(-n // block))
     s = max(1, min(int(n_shards), nb))
-    counts = [nb // s + (i < nb % s) for i in range(s)]
-    edges = np.concatenate([[0], np.cumsum(counts)]) * block
-    return [(int(a), int(min(b, n))) for a, b in zip(edges[:-1], edges[1:])]
+    edges = [0]
+    for i in range(1, s):
+        e = int(round(i * n / s / block))
+        edges.append(min(max(e, edges[-1] + 1), nb - (s - i)))  # every shard gets a block
+    edges.append(nb)
+    return [(a * block, min(b * block, n)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def fsum_parts(parts) -> float:
@@ -78,99 +83,31 @@ def _best(values: np.ndarray, gids: np.ndarray):
     return (float(values[i]), int(gids[i]))
 
 
-def _merge_best(bests):
-    """The least of ``(value, index)`` pairs: ties by the smaller sample index."""
-    found = [b for b in bests if b is not None]
-    return min(found) if found else None
-
-
 class _Block:
-    """One row block: its operands, its slices of the row sums and its running sums."""
+    """One row block: its working set (GEMM operands, compacted on its own removals) and
+    its constant slices. Running sums live in the shard, in arrays over its live samples."""
 
-    def __init__(self, kernel, X, lo: int, hi: int, s_tot, neg_tot, n_jobs):
+    def __init__(self, kernel, X, lo: int, hi: int, s_tot, neg_tot):
         self.lo = lo
         self.size = hi - lo
-        # Its chunks (a function of its own layout) run on worker threads for requests of
-        # many samples; a one-sample request is one GEMV on the calling thread.
-        self.ws = WorkingSet(kernel, X[lo:hi], n_jobs=n_jobs)
+        # One thread: the shard spreads the work over its worker threads itself (blocks of
+        # a GEMV, or the GEMM chunks of every block at once); a nested pool would be
+        # started per request.
+        self.ws = WorkingSet(kernel, X[lo:hi], n_jobs=1)
         self.kdiag = np.asarray(to_numpy(kernel.diag(X[lo:hi])), dtype=np.float64)
         self.s_tot = np.asarray(s_tot[lo:hi], dtype=np.float64)
         self.neg_tot = np.asarray(neg_tot[lo:hi], dtype=np.float64)
-        self.sP = np.zeros(self.size)
-        self.negP = np.zeros(self.size)
-        self._relabel()
-        self.step_clear()
-
-    def _relabel(self) -> None:
         self.ids = self.ws.ids  # local indices of the live samples, ascending
-        self.gids = self.ids + self.lo
-
-    def step_clear(self) -> None:
-        self.diag = self.neg = self.g = self.u = None
-        self.members: dict[int, int] = {}  # index -> position, this step's batch members here
-        self._mpos = None
-        self.cols: dict[int, np.ndarray] = {}
 
     @property
     def n(self) -> int:
         return self.ids.size
 
-    def position(self, j: int) -> int:
-        """Position (among the live) of sample j, or -1 when it is not live here."""
-        loc = j - self.lo
-        if not 0 <= loc < self.size:
-            return -1
-        p = int(np.searchsorted(self.ids, loc))
-        return p if p < self.ids.size and self.ids[p] == loc else -1
-
-    def local(self, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of those of ``gids`` live here, and the mask of ``gids`` they come from."""
-        loc = np.asarray(gids, np.int64) - self.lo
-        pos = np.searchsorted(self.ids, loc).clip(0, max(self.ids.size - 1, 0))
-        mask = (loc >= 0) & (loc < self.size) & (self.ids.size > 0)
-        if self.ids.size:
-            mask &= self.ids[pos] == loc
-        return pos[mask], mask
-
-    def remove(self, pos: np.ndarray) -> None:
-        keep = np.ones(self.n, bool)
-        keep[pos] = False
-        self.sP = self.sP[keep]
-        self.negP = self.negP[keep]
-        self.ws.remove(pos)
-        self._relabel()
-
-    def column(self, j: int, R) -> np.ndarray:
-        """The kernel column of sample j (its self entry 0), computed once per step."""
-        col = self.cols.get(j)
-        if col is None:
-            col = self.ws.columns_of(R)[0]
-            p = self.position(j)
-            if p >= 0:
-                col[p] = 0.0  # the self entry, as BatchProblem's columns have it
-            if not np.isfinite(col.sum()) and not np.isfinite(col).all():
-                raise ParameterError("block returned NaN or infinity off the diagonal")
-            self.cols[j] = col
-        return col
-
-    def join(self, j: int) -> None:
-        p = self.position(j)
-        if p >= 0:
-            self.members[j] = p
-            self._mpos = None
-
-    def leave(self, j: int) -> None:
-        if self.members.pop(j, None) is not None:
-            self._mpos = None
-
-    def best_of(self, values: np.ndarray):
-        """The least of ``values`` over the non-members, ties by index."""
-        if self.members:
-            if self._mpos is None:
-                self._mpos = np.fromiter(self.members.values(), np.int64, len(self.members))
-            values[self._mpos] = _INF
-        i = int(np.argmin(values))
-        return (float(values[i]), int(self.gids[i]))
+    def remove_local(self, loc: np.ndarray) -> None:
+        """Remove the live samples with local indices ``loc``."""
+        if loc.size:
+            self.ws.remove(np.searchsorted(self.ids, loc))
+            self.ids = self.ws.ids
 
 
 def _timed(fn):
@@ -209,7 +146,14 @@ class Shard:
         request then gathers rows instead of forming them (~40 µs). Off for Ray actors,
         which would each hold a copy. Does not change the result.
     n_jobs : int, optional
-        Worker threads over the blocks (results do not depend on it).
+        Worker threads (results do not depend on it).
+
+    Notes
+    -----
+    Kernel values come block by block (each block's GEMM tiles follow its own layout);
+    everything elementwise (``Z_ii``, greedy's scores, swap's deltas, the ``s_P`` update)
+    runs on arrays over the shard's live samples in index order: the same bits as block
+    by block, in one NumPy call each.
     """
 
     def __init__(self, kernel, X, s_tot, neg_tot, *, lo: int, hi: int, block: int, has_neg: bool,
@@ -220,49 +164,50 @@ class Shard:
         self.n_jobs = n_jobs
         self._host = get_namespace(X) is np
         self.busy: dict[str, float] = {}
-        self.blocks = [_Block(kernel, X, b, min(b + block, hi), s_tot, neg_tot, n_jobs)
-                       for b in range(lo, hi, block)]
+        self.blocks = [_Block(kernel, X, b, min(b + block, hi), s_tot, neg_tot) for b in range(lo, hi, block)]
         self._R = None
         if cache_operand and X.shape[0] * (X.shape[1] + 2) * X.dtype.itemsize <= OPERAND_CACHE_BYTES:
             # The rows of this operand have the bits of operands of the gathered rows.
             self._R = rhs_rows(kernel, X, np.arange(X.shape[0]))
+        self._relayout()
+        self.sP = np.zeros(self.gids.size)
+        self.negP = np.zeros(self.gids.size)
+        self._step_clear()
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ layout
 
-    def _each(self, fn, *, light: bool = False) -> list:
-        """``[fn(block) for block in blocks]`` over the live blocks. ``light`` work (one-column
-        GEMVs, elementwise passes) runs on worker threads across the blocks when there are
-        enough rows for the hand-off to pay; other work runs block after block, each block's
-        GEMM chunks on the worker threads (even shares however unequal the blocks are)."""
-        if len(self.blocks) == 1:
-            b = self.blocks[0]
-            return [fn(b) if b.n else None]
-        out: list = [None] * len(self.blocks)
-        live = [i for i, b in enumerate(self.blocks) if b.n]
+    def _relayout(self) -> None:
+        """The shard's live samples (index order) and its constant arrays over them."""
+        live = [b for b in self.blocks if b.n]
+        cat = (lambda xs, dt=np.float64: np.concatenate(xs) if xs else np.zeros(0, dt))
+        self.gids = cat([b.ids + b.lo for b in live], np.int64)
+        self.kd = cat([b.kdiag[b.ids] for b in live])
+        self.st = cat([b.s_tot[b.ids] for b in live])
+        self.nt = cat([b.neg_tot[b.ids] for b in live])
+        self.offs = np.cumsum([0] + [b.n for b in self.blocks])
 
-        def task(i, state):
-            out[i] = fn(self.blocks[i])
+    def _step_clear(self) -> None:
+        self.diag = self.neg = self.g = self.u = None
+        self.members: dict[int, int] = {}  # index -> position, this step's batch members here
+        self._mpos = None
+        self.cols: dict[int, np.ndarray] = {}
 
-        threads = self._host and len(live) > 1 and light
-        if threads:
-            threads = sum(self.blocks[i].n for i in live) >= _THREADED_ROWS
-        if threads:
-            run_tasks(task, live, lambda: None, self.n_jobs)
-        else:
-            for i in live:
-                task(i, None)
-        return out
+    @property
+    def n(self) -> int:
+        return int(self.gids.size)
 
-    def _members(self) -> tuple[list, list, list]:
-        """The current batch members in this shard: indices, ``g`` and ``Z_ii``."""
-        gid, g, d = [], [], []
-        for b in self.blocks:
-            if b.members:
-                pos = np.fromiter(b.members.values(), np.int64, len(b.members))
-                gid += list(b.members)
-                g += b.g[pos].tolist()
-                d += b.diag[pos].tolist()
-        return gid, g, d
+    def _position(self, j: int) -> int:
+        """Position (among the live) of sample j, or -1 when it is not live here."""
+        p = int(np.searchsorted(self.gids, j))
+        return p if p < self.gids.size and self.gids[p] == j else -1
+
+    def _positions(self, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of those of ``B`` live here, and the mask of ``B`` they come from."""
+        if self.gids.size == 0:
+            return np.zeros(0, np.int64), np.zeros(B.size, bool)
+        pos = np.searchsorted(self.gids, B).clip(0, self.gids.size - 1)
+        mask = self.gids[pos] == B
+        return pos[mask], mask
 
     def _rhs(self, samples) -> Any:
         idx = np.asarray(samples, np.int64)
@@ -270,29 +215,76 @@ class Shard:
             return self._R[idx if self._host else get_namespace(self.X).asarray(idx)]
         return rhs_rows(self.kernel, self.X, idx)
 
+    def _blocks_do(self, fn, threads: bool) -> None:
+        """``fn(block, offset)`` for the live blocks, on worker threads when ``threads``."""
+        live = [(b, int(o)) for b, o in zip(self.blocks, self.offs[:-1]) if b.n]
+        if threads and self._host and len(live) > 1:
+            run_tasks(lambda item, state: fn(*item), live, lambda: None, self.n_jobs)
+        else:
+            for b, o in live:
+                fn(b, o)
+
+    def _column(self, j: int) -> np.ndarray:
+        """The kernel column of sample j over the live samples (self entry 0), once per step."""
+        col = self.cols.get(j)
+        if col is not None:
+            return col
+        R = self._rhs([j])
+        col = np.empty(self.n)
+
+        def one(b, o):
+            col[o:o + b.n] = b.ws.columns_of(R)[0]
+
+        # a one-column GEMV: worker threads pay only on enough rows
+        self._blocks_do(one, threads=self.n >= _THREADED_ROWS)
+        p = self._position(j)
+        if p >= 0:
+            col[p] = 0.0  # the self entry, as BatchProblem's columns have it
+        if not np.isfinite(col.sum()) and not np.isfinite(col).all():
+            raise ParameterError("block returned NaN or infinity off the diagonal")
+        self.cols[j] = col
+        return col
+
+    def _join(self, j: int) -> None:
+        p = self._position(j)
+        if p >= 0:
+            self.members[j] = p
+            self._mpos = None
+
+    def _best_of(self, values: np.ndarray):
+        """The least of ``values`` over the non-members, ties by index."""
+        if self.members:
+            if self._mpos is None:
+                self._mpos = np.fromiter(self.members.values(), np.int64, len(self.members))
+            values[self._mpos] = _INF
+        return _best(values, self.gids)
+
+    def _members(self) -> tuple[list, list, list]:
+        """The current batch members in this shard: indices, ``g`` and ``Z_ii``."""
+        if not self.members:
+            return [], [], []
+        pos = np.fromiter(self.members.values(), np.int64, len(self.members))
+        return list(self.members), self.g[pos].tolist(), self.diag[pos].tolist()
+
     # ------------------------------------------------------------------ calls
 
     @_timed
-    def restore(self, batches: list, sP: np.ndarray, negP: np.ndarray) -> int:
+    def restore(self, batches: list, sP: np.ndarray, negP: np.ndarray) -> np.ndarray:
         """Replay the removals of ``batches`` (bookkeeping only: the blocks' layouts then
         are the ones the run that made the state had) and take ``sP``/``negP`` of this
         shard's unscheduled samples (in index order). Returns their indices."""
         for B in batches:
             B = np.asarray(B, np.int64)
             for b in self.blocks:
-                pos, _ = b.local(B)
-                if pos.size:
-                    b.remove(pos)
-        off = 0
-        for b in self.blocks:
-            n = b.n
-            b.sP = np.array(sP[off:off + n], dtype=np.float64)
-            b.negP = np.array(negP[off:off + n], dtype=np.float64)
-            off += n
-        if off != len(sP) or len(negP) != len(sP):
-            raise ParameterError(f"state is inconsistent: {off} unscheduled samples in the shard, got sums of {len(sP)}")
-        live = [b.gids for b in self.blocks if b.n]
-        return np.concatenate(live) if live else np.zeros(0, np.int64)
+                loc = B[(B >= b.lo) & (B < b.lo + b.size)] - b.lo
+                b.remove_local(np.sort(loc[np.isin(loc, b.ids)]))
+        self._relayout()
+        if len(sP) != self.n or len(negP) != self.n:
+            raise ParameterError(f"state is inconsistent: {self.n} unscheduled samples in the shard, "
+                                 f"got sums of {len(sP)}")
+        self.sP = np.array(sP, dtype=np.float64)
+        self.negP = np.array(negP, dtype=np.float64)
+        return self.gids.copy()
 
     @_timed
     def begin(self, c: float, coef: float, mode: str, count: int = 0):
@@ -302,60 +294,41 @@ class Shard:
         Z_ii, neg)`` arrays (ties by index); "local": the least ``Z_ii`` (greedy's first
         choice); "none": nothing.
         """
-
-        def one(b):
-            b.step_clear()
-            ids = b.ids
-            b.diag = b.kdiag[ids] - coef * c * b.s_tot[ids] + coef * b.sP
-            # <= 0 by definition; rounding may leave a few ulps above 0 once every negative
-            # value of a row is in P (BatchProblem refuses neg > 0)
-            b.neg = np.minimum(b.neg_tot[ids] - b.negP, 0.0)
-            if not (np.isfinite(b.diag).all() and np.isfinite(b.neg).all()):
+        self._step_clear()
+        self.diag = self.kd - coef * c * self.st + coef * self.sP
+        # <= 0 by definition; rounding may leave a few ulps above 0 once every negative
+        # value of a row is in P (BatchProblem refuses neg > 0)
+        self.neg = np.minimum(self.nt - self.negP, 0.0)
+        # one reduction each: a sum is finite only if every term is (overflow aside)
+        if not np.isfinite(float(np.sum(self.diag)) + float(np.sum(self.neg))):
+            if not (np.isfinite(self.diag).all() and np.isfinite(self.neg).all()):
                 raise ParameterError("diag and neg must be finite, got NaN or infinity")
-            if mode == "lp":
-                a = np.minimum(b.diag, 0.0) + b.neg
-                take = _smallest_ids(a, count)
-                return a[take], b.gids[take], b.diag[take], b.neg[take]
-            if mode == "local":
-                b.g = np.zeros(b.n)
-                return _best(b.diag, b.gids)
-            return None
-
-        parts = self._each(one, light=True)
         if mode == "lp":
-            got = [p for p in parts if p is not None]
-            if not got:
-                return tuple(np.zeros(0) for _ in range(4))
-            a, gid, d, ng = (np.concatenate(x) for x in zip(*got))
-            take = np.lexsort((gid, a))[:count]
-            return a[take], gid[take], d[take], ng[take]
+            a = np.minimum(self.diag, 0.0) + self.neg
+            take = _smallest_ids(a, count)
+            return a[take], self.gids[take], self.diag[take], self.neg[take]
         if mode == "local":
-            return _merge_best(parts)
+            self.g = np.zeros(self.n)
+            return _best(self.diag, self.gids)
         return None
 
     @_timed
     def gather(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """This step's ``(index, Z_ii, neg)`` of every unscheduled sample, in index order."""
-        live = [b for b in self.blocks if b.n]
-        if not live:
-            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
-        return (np.concatenate([b.gids for b in live]), np.concatenate([b.diag for b in live]),
-                np.concatenate([b.neg for b in live]))
+        return self.gids.copy(), self.diag.copy(), self.neg.copy()
 
     @_timed
     def add_column(self, j: int):
         """Greedy: sample j joins the batch (``g += K(j, ·)``); returns the least score
         ``Z_ii + 2 g_i`` over the non-members (ties by index)."""
-        R = self._rhs([j])
+        self._add(j)
+        score = np.multiply(self.g, 2.0)
+        score += self.diag
+        return self._best_of(score)
 
-        def one(b):
-            b.g += b.column(j, R)
-            b.join(j)
-            score = np.multiply(b.g, 2.0)
-            score += b.diag
-            return b.best_of(score)
-
-        return _merge_best(self._each(one, light=True))
+    def _add(self, j: int) -> None:
+        self.g += self._column(j)
+        self._join(j)
 
     @_timed
     def swap_visit(self, pending, b_gid: int):
@@ -363,43 +336,27 @@ class Shard:
         sample, or ``("swap", out, in)``), then, for the slot holding ``b_gid``, the least
         ``u_j - 2 K(j, b)`` over the non-members (``u = Z_ii + 2 g``; ties by index), and
         the members' values when ``pending`` changed them (else None)."""
-        apply = self._pending(pending)
+        self._pending(pending)
+        if self.u is None:  # u changes with g only
+            self.u = np.multiply(self.g, 2.0)
+            self.u += self.diag
+        d = np.multiply(self.cols[b_gid], -2.0)
+        d += self.u
+        return self._best_of(d), (None if pending is None else self._members())
 
-        def one(b):
-            apply(b)
-            if b.u is None:  # u changes with g only
-                b.u = np.multiply(b.g, 2.0)
-                b.u += b.diag
-            d = np.multiply(b.cols[b_gid], -2.0)
-            d += b.u
-            return b.best_of(d)
-
-        return _merge_best(self._each(one, light=True)), (None if pending is None else self._members())
-
-    def _pending(self, pending):
-        """The per-block update of a pending addition or swap (a no-op for None)."""
+    def _pending(self, pending) -> None:
         if pending is None:
-            return lambda b: None
+            return
         if pending[0] == "add":
-            j = int(pending[1])
-            R = self._rhs([j])
-
-            def add(b):
-                b.g += b.column(j, R)
-                b.join(j)
-
-            return add
+            self._add(int(pending[1]))
+            return
         out, new = int(pending[1]), int(pending[2])
-        R = self._rhs([new])
-
-        def swap(b):
-            b.g += b.column(new, R)
-            b.g -= b.cols[out]
-            b.u = None
-            b.leave(out)
-            b.join(new)
-
-        return swap
+        self.g += self._column(new)
+        self.g -= self.cols[out]
+        self.u = None
+        if self.members.pop(out, None) is not None:
+            self._mpos = None
+        self._join(new)
 
     @_timed
     def apply(self, B, pending=None, cached: bool = False):
@@ -407,68 +364,87 @@ class Shard:
 
         ``s_P(i) += Σ_{b∈B} K(b, i)`` for the samples left: from the step's cached columns
         added in batch order when ``cached`` (greedy, swap: every member's column is
-        there), else from one fused pass (:meth:`WorkingSet.column_sums_of`). Returns
-        ``(index -> s_P before the update for members of B here, [Σ s_P over the rest of
-        each block], [Σ s_tot over the rest of each block], samples left)``.
+        there), else from one pass of GEMM chunks over every block at once
+        (:meth:`WorkingSet.column_sums_jobs`). Returns ``(index -> s_P before the update
+        for members of B here, [Σ s_P over the rest of each block], [Σ s_tot over the rest
+        of each block], samples left)``.
         """
-        first = self._pending(pending)
+        self._pending(pending)
         B = np.asarray(B, np.int64)
-        R = None if cached else self._rhs(B)
         has_neg = self.has_neg
-        order = B.tolist()
-
-        def one(b):
-            first(b)
-            pos, mask = b.local(B)
-            before = dict(zip(B[mask].tolist(), b.sP[pos].tolist()))
-            keep = np.ones(b.n, bool)
-            keep[pos] = False
-            if keep.any():
-                if cached:
-                    inc = inc_neg = None
-                    for j in order:
-                        col = b.cols[j]
-                        inc = col.copy() if inc is None else np.add(inc, col, out=inc)
-                        if has_neg:
-                            m = np.minimum(col, 0.0)
-                            inc_neg = m if inc_neg is None else np.add(inc_neg, m, out=inc_neg)
-                else:
-                    inc, inc_neg = b.ws.column_sums_of(R, negative=has_neg)
-                b.sP = b.sP[keep] + inc[keep]
-                b.negP = b.negP[keep] + inc_neg[keep] if has_neg else np.zeros(int(keep.sum()))
+        pos, mask = self._positions(B)
+        before = dict(zip(B[mask].tolist(), self.sP[pos].tolist()))
+        keep = np.ones(self.n, bool)
+        keep[pos] = False
+        if keep.any():
+            if cached:
+                inc = inc_neg = None
+                for j in B.tolist():
+                    col = self.cols[j]
+                    inc = col.copy() if inc is None else np.add(inc, col, out=inc)
+                    if has_neg:
+                        m = np.minimum(col, 0.0)
+                        inc_neg = m if inc_neg is None else np.add(inc_neg, m, out=inc_neg)
             else:
-                b.sP = b.sP[keep]
-                b.negP = b.negP[keep]
-            if pos.size:
-                b.ws.remove(pos)
-                b._relabel()
-            b.step_clear()
-            return before, float(np.sum(b.sP)), float(np.sum(b.s_tot[b.ids]))
-
-        parts = self._each(one, light=cached)  # cached: sums of columns, no GEMM
+                inc, inc_neg = self._column_sums(B)
+            self.sP = self.sP[keep] + inc[keep]
+            self.negP = self.negP[keep] + inc_neg[keep] if has_neg else np.zeros(int(keep.sum()))
+        else:
+            self.sP = self.sP[keep]
+            self.negP = self.negP[keep]
         for b in self.blocks:
-            b.step_clear()
-        before: dict = {}
+            if b.n:
+                loc = B[(B >= b.lo) & (B < b.lo + b.size)] - b.lo
+                b.remove_local(np.sort(loc))
+        self._relayout()
+        self._step_clear()
         sA, st = [], []
-        for p in parts:
-            if p is not None:
-                before.update(p[0])
-                sA.append(p[1])
-                st.append(p[2])
-        return before, sA, st, sum(b.n for b in self.blocks)
+        for b, o in zip(self.blocks, self.offs[:-1]):  # a block's own sums (0.0 once empty)
+            sA.append(float(np.sum(self.sP[o:o + b.n])))
+            st.append(float(np.sum(self.st[o:o + b.n])))
+        return before, sA, st, self.n
+
+    def _column_sums(self, B: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``Σ_{b∈B} K(b, ·)`` (and its negative part) over the live samples: the GEMM chunks
+        of every block in one pass, so the worker threads share them evenly."""
+        R = self._rhs(B)
+        live = [(b, int(o)) for b, o in zip(self.blocks, self.offs[:-1]) if b.n]
+        jobs = [b.ws.column_sums_jobs(R, negative=self.has_neg) for b, _ in live]
+        items = [(i, e) for i, j in enumerate(jobs) for e in j.plan]
+        if items:
+            size = max(j.size for j in jobs)
+            ws0 = live[0][0].ws
+
+            def make():
+                return ws0._buffers(size)
+
+            def task(item, state):
+                jobs[item[0]].task(item[1], state)
+
+            if self._host and len(items) > 1:
+                run_tasks(task, items, make, self.n_jobs)
+            else:
+                state = make()
+                with pinned_blas() if self._host else contextlib.nullcontext():
+                    for item in items:
+                        task(item, state)
+        inc = np.empty(self.n)
+        inc_neg = np.empty(self.n) if self.has_neg else None
+        for (b, o), j in zip(live, jobs):
+            s_b, n_b = j.result()
+            inc[o:o + b.n] = s_b
+            if inc_neg is not None:
+                inc_neg[o:o + b.n] = n_b
+        return inc, inc_neg
 
     @_timed
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(index, s_P, negP)`` of this shard's unscheduled samples, in index order."""
-        live = [b for b in self.blocks if b.n]
-        if not live:
-            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
-        return (np.concatenate([b.gids for b in live]), np.concatenate([b.sP for b in live]),
-                np.concatenate([b.negP for b in live]))
+        return self.gids.copy(), self.sP.copy(), self.negP.copy()
 
     def ping(self) -> int:
         """The number of unscheduled samples here (a cheap call: the engine's round trip)."""
-        return sum(b.n for b in self.blocks)
+        return self.n
 
     def stats(self) -> dict:
         """Seconds of compute so far, by call (benchmarks/engine_loop.py reads them)."""
