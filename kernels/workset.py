@@ -233,7 +233,8 @@ class WorkingSet:
 
         return plan, task, size
 
-    def _buffers(self, size: int):
+    def buffers(self, size: int):
+        """A scratch state for chunk tasks: a buffer of ``size`` elements (and its scratch twin)."""
         xp = self._xp
         buf = xp.empty(size, dtype=self.X.dtype)
         return buf, (xp.empty_like(buf) if self.kernel.needs_scratch else None)
@@ -243,7 +244,7 @@ class WorkingSet:
         plan, task, size = self._jobs(R, m, per_chunk)
 
         def make():
-            return self._buffers(size)
+            return self.buffers(size)
 
         if xp is np and len(plan) > 1:
             run_tasks(task, plan, make, self._n_jobs)
@@ -342,7 +343,7 @@ class WorkingSet:
                 neg[d0:d1] = row if li is None else row[li]
 
         plan, task, size = self._jobs(R, m, add)
-        return SumJobs(plan, task, lambda: self._buffers(size), size, result)
+        return SumJobs(plan, task, lambda: self.buffers(size), size, result)
 
     def block(self, rows: Any, cols: Any) -> np.ndarray:
         """The small dense block ``K(x_{rows[i]}, x_{cols[j]})`` (indices into X), float64 NumPy.

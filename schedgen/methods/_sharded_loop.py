@@ -32,10 +32,10 @@ import time
 import numpy as np
 
 from ..errors import ParameterError
-from ..kernels import WorkingSet, get_namespace, pair_block, worker_pool
+from ..kernels import get_namespace, pair_block, worker_pool
 from ..mmd2 import grow_prefix_sum, mmd2_from_sums
 from .engines import EngineError, InProcessEngine, ShardLost, current_engine
-from .shards import OPERAND_CACHE_BYTES, Shard, block_size, fsum_parts, shard_bounds
+from .shards import Shard, block_size, fsum_parts, shard_bounds
 from .solvers import SWAP_RTOL, BatchProblem, GreedySolver, LPSolver, SwapSolver, certify_half
 
 #: Consecutive shard losses without a completed step before the build gives up.
@@ -72,7 +72,6 @@ class ShardedLoop:
         #: steps solved by the LP certificate, steps gathered whole, full columns computed
         self.counts = {"steps": 0, "lp_certified": 0, "gathered": 0, "columns": 0}
         self._shared = None
-        self._operands = None
         self.consistent = True
         self._recover = None
         self._last_snap = 0.0
@@ -89,12 +88,15 @@ class ShardedLoop:
 
     def start(self, st) -> None:
         """Start the shards on state ``st`` (a fresh one or a checkpoint's)."""
+        self.consistent = False  # until every shard has restored the state
         if self.handles:
             self.engine.stop_shards(self.handles)
             self.handles = []
         if self._shared is None:
             self._shared = tuple(self.engine.broadcast(v) for v in (self.kernel, self.X, self.s_tot, self.neg_tot))
-        cache = isinstance(self.engine, InProcessEngine)  # one process: one copy of the operand
+        # One shard in this process keeps the right operand of X (a Ray actor, or each of
+        # several shards in one process, would hold a copy of its own).
+        cache = isinstance(self.engine, InProcessEngine) and len(self.bounds) == 1
         specs = [dict(lo=lo, hi=hi, block=self.block, has_neg=self.has_neg, cache_operand=cache)
                  for lo, hi in self.bounds]
         self.handles = self.engine.start_shards(Shard, self._shared, specs)
@@ -145,18 +147,9 @@ class ShardedLoop:
     # ------------------------------------------------------------------ one step
 
     def _block(self, rows, cols) -> np.ndarray:
-        """``K(x_rows, x_cols)``: from operands of the whole of X kept here when the shards
-        run in this process and they fit (as the shards keep theirs), else formed from the
-        rows; the same bits either way."""
-        if self._operands is None:
-            X = self.X
-            fits = X.shape[0] * (X.shape[1] + 2) * X.dtype.itemsize <= OPERAND_CACHE_BYTES
-            if isinstance(self.engine, InProcessEngine) and fits and get_namespace(X) is np:
-                ws = WorkingSet(self.kernel, X, ids=np.zeros(0, np.int64), n_jobs=1)
-                self._operands = ws.block
-            else:
-                self._operands = lambda r, c: pair_block(self.kernel, X, r, c)
-        return self._operands(rows, cols)
+        """``K(x_rows, x_cols)`` from operands of those rows only (the bits of
+        :meth:`~schedgen.kernels.WorkingSet.block`; no operand of the whole of X is kept here)."""
+        return pair_block(self.kernel, self.X, rows, cols)
 
     def step(self, st) -> None:
         """Choose one batch and update ``st`` and the shards."""

@@ -3,12 +3,13 @@
 The loop (``schedgen.methods.selection``) keeps, for every unscheduled sample i, ``s_P(i)``
 and the kernel operands that form its kernel values. A :class:`Shard` holds these for the
 samples of a range of **row blocks**: fixed ranges of :data:`HOST_BLOCK` consecutive sample
-indices (``DEVICE_BLOCK`` on a GPU). Every row-wise computation runs block by block, and a
-block's work depends on that block's own history only (its :class:`~schedgen.kernels.WorkingSet`
-compacts on its own removals), never on which shard holds it or how many shards there are.
+indices (``DEVICE_BLOCK`` on a GPU). Every kernel value comes from its block's own
+:class:`~schedgen.kernels.WorkingSet`, whose GEMM tiles follow that block's removals only,
+never which shard holds it or how many shards there are; elementwise passes (the same
+bits whatever the array they run over) run over the shard's live samples at once.
 Reductions across blocks are order-free: minima with ties broken by the smaller sample
-index, and sums of per-block partial sums added exactly (``math.fsum``). So one shard
-in this process and three actors on a cluster give the same bits.
+index, and per-block partial sums added exactly (``math.fsum``). So one shard in this
+process and three actors on a cluster give the same bits.
 
 A shard answers the driver's few calls per step (:mod:`schedgen.methods.engines` carries
 them, in this process or to a Ray actor): ``begin`` (the step's ``Z`` diagonal, and the
@@ -416,7 +417,7 @@ class Shard:
             ws0 = live[0][0].ws
 
             def make():
-                return ws0._buffers(size)
+                return ws0.buffers(size)
 
             def task(item, state):
                 jobs[item[0]].task(item[1], state)
