@@ -273,12 +273,16 @@ class WorkingSet:
         m, R = self._operand(samples, "rhs")
         return self.columns_of(R)
 
-    def columns_of(self, R: Any) -> np.ndarray:
+    def columns_of(self, R: Any, out: Any = None) -> np.ndarray:
         """:meth:`columns` of samples given by their right operand ``R`` (:func:`rhs_rows`
-        of any features with this kernel): the same bits as :meth:`columns` of the same samples."""
+        of any features with this kernel): the same bits as :meth:`columns` of the same samples.
+        ``out``: a float64 array of shape (m, n_live) in X's namespace to write them into."""
         xp = self._xp
         m = int(R.shape[0])
-        out = xp.empty((m, self.n), dtype=xp.float64)
+        if out is None:
+            out = xp.empty((m, self.n), dtype=xp.float64)
+        elif out.shape != (m, self.n) or out.dtype != xp.float64:
+            raise ParameterError(f"out must be a float64 array of shape {(m, self.n)}, got {out.dtype} {out.shape}")
         if m == 0 or self.n == 0:
             return to_numpy(out)
 

@@ -235,7 +235,14 @@ class ShardedLoop:
         return np.asarray(chosen, np.int64), ("add", chosen[-1])
 
     def _swap(self, B: np.ndarray, pending):
-        """``schedgen.methods.solvers._local._swap``'s search, its passes run by the shards."""
+        """``schedgen.methods.solvers._local._swap``'s search, its passes run by the shards.
+
+        Visits go out one at a time until k/2 visits in a row found no swap (near a local
+        optimum), then the rest of the k quiet visits that would end the search in one
+        call. A visit without a swap changes nothing, so the answers up to the first swap
+        are the sequential ones and the rest of the window is dropped: the same decisions
+        with fewer calls (a visit's pass costs more than a call in process, so windows
+        are kept for where they are likely all quiet)."""
         k = self.k
         cap = 10 * k if self.solver.max_swaps is None else int(self.solver.max_swaps)
         B = B.copy()
@@ -243,31 +250,38 @@ class ShardedLoop:
         swaps = quiet = c = 0
         tol = None
         while quiet < k and swaps < cap:
-            replies = self._call("swap_visit", pending, int(B[c]))
+            m = k - quiet if 2 * quiet >= k else 1
+            slots = [int(B[(c + i) % k]) for i in range(m)]
+            replies = self._call("swap_visits", pending, slots)
             if pending is not None:  # the members' g changed: every shard sent its members' values
                 vals = {}
                 for _, (gid, g, d) in replies:
                     vals.update(zip(gid, zip(g, d)))
             pending = None
-            best = _least([r[0] for r in replies])
-            if tol is None:  # the objective's scale changes only with a swap
-                gB = np.array([vals[int(b)][0] for b in B])
-                dB = np.array([vals[int(b)][1] for b in B])
-                obj = float(dB.sum() + gB.sum())
-                scale = abs(obj) + float(np.abs(dB).sum()) + 2.0 * float(np.abs(gB).sum())
-                tol = SWAP_RTOL * scale
-            g_c, d_c = vals[int(B[c])]
-            r_c = d_c + 2.0 * g_c
-            if best[0] - r_c < -tol:
-                pending = ("swap", int(B[c]), best[1])
-                self.counts["columns"] += 1  # (or fewer: a column swapped out and back is kept)
-                B[c] = best[1]  # the added sample takes the removed one's slot
-                swaps += 1
-                quiet = 0
-                tol = None
-            else:
-                quiet += 1
-            c = (c + 1) % k
+            swapped = False
+            for i in range(m):
+                best = _least([r[0][i] for r in replies])
+                if tol is None:  # the objective's scale changes only with a swap
+                    gB = np.array([vals[int(b)][0] for b in B])
+                    dB = np.array([vals[int(b)][1] for b in B])
+                    obj = float(dB.sum() + gB.sum())
+                    scale = abs(obj) + float(np.abs(dB).sum()) + 2.0 * float(np.abs(gB).sum())
+                    tol = SWAP_RTOL * scale
+                g_c, d_c = vals[int(B[c])]
+                r_c = d_c + 2.0 * g_c
+                if best[0] - r_c < -tol:
+                    pending = ("swap", int(B[c]), best[1])
+                    self.counts["columns"] += 1  # (or fewer: a column swapped out and back is kept)
+                    B[c] = best[1]  # the added sample takes the removed one's slot
+                    swaps += 1
+                    quiet = 0
+                    tol = None
+                    swapped = True
+                else:
+                    quiet += 1
+                c = (c + 1) % k
+                if swapped or quiet >= k:
+                    break
         return B, pending
 
 

@@ -14,7 +14,7 @@ process and three actors on a cluster give the same bits.
 A shard answers the driver's few calls per step (:mod:`schedgen.methods.engines` carries
 them, in this process or to a Ray actor): ``begin`` (the step's ``Z`` diagonal, and the
 ``lp`` candidates or the first greedy choice), ``add_column`` (a greedy addition),
-``swap_visit`` (one visit of the 1-swap search), ``apply`` (the chosen batch: the ``s_P``
+``swap_visits`` (visits of the 1-swap search), ``apply`` (the chosen batch: the ``s_P``
 update and the removals), ``gather`` and ``snapshot``. Replies are small: a few candidates,
 one best sample, the batch members' values, per-block partial sums.
 """
@@ -170,6 +170,7 @@ class Shard:
         if cache_operand and X.shape[0] * (X.shape[1] + 2) * X.dtype.itemsize <= OPERAND_CACHE_BYTES:
             # The rows of this operand have the bits of operands of the gathered rows.
             self._R = rhs_rows(kernel, X, np.arange(X.shape[0]))
+        self._scratch = np.zeros(0)
         self._relayout()
         self.sP = np.zeros(self.gids.size)
         self.negP = np.zeros(self.gids.size)
@@ -234,7 +235,10 @@ class Shard:
         col = np.empty(self.n)
 
         def one(b, o):
-            col[o:o + b.n] = b.ws.columns_of(R)[0]
+            if self._host:
+                b.ws.columns_of(R, out=col[o:o + b.n].reshape(1, b.n))  # written in place
+            else:
+                col[o:o + b.n] = b.ws.columns_of(R)[0]
 
         # a one-column GEMV: worker threads pay only on enough rows
         self._blocks_do(one, threads=self.n >= _THREADED_ROWS)
@@ -245,6 +249,13 @@ class Shard:
             raise ParameterError("block returned NaN or infinity off the diagonal")
         self.cols[j] = col
         return col
+
+    def _buffer(self) -> np.ndarray:
+        """A scratch array over the live samples, reused across calls: a fresh one a call
+        would be mapped and its pages faulted in every time (over a few hundred kB)."""
+        if self._scratch.size != self.n:
+            self._scratch = np.empty(self.n)
+        return self._scratch
 
     def _join(self, j: int) -> None:
         p = self._position(j)
@@ -323,7 +334,7 @@ class Shard:
         """Greedy: sample j joins the batch (``g += K(j, ·)``); returns the least score
         ``Z_ii + 2 g_i`` over the non-members (ties by index)."""
         self._add(j)
-        score = np.multiply(self.g, 2.0)
+        score = np.multiply(self.g, 2.0, out=self._buffer())
         score += self.diag
         return self._best_of(score)
 
@@ -332,18 +343,23 @@ class Shard:
         self._join(j)
 
     @_timed
-    def swap_visit(self, pending, b_gid: int):
+    def swap_visits(self, pending, slots):
         """Swap search: first apply ``pending`` (None, ``("add", j)`` the greedy phase's last
-        sample, or ``("swap", out, in)``), then, for the slot holding ``b_gid``, the least
-        ``u_j - 2 K(j, b)`` over the non-members (``u = Z_ii + 2 g``; ties by index), and
-        the members' values when ``pending`` changed them (else None)."""
+        sample, or ``("swap", out, in)``), then for each slot's sample b in ``slots`` (in
+        visiting order, as if none of them swapped) the least ``u_j - 2 K(j, b)`` over the
+        non-members (``u = Z_ii + 2 g``; ties by index). Returns those and the members'
+        values when ``pending`` changed them (else None). A visit without a swap changes
+        nothing, so the driver uses the answers up to the first swap and drops the rest."""
         self._pending(pending)
         if self.u is None:  # u changes with g only
             self.u = np.multiply(self.g, 2.0)
             self.u += self.diag
-        d = np.multiply(self.cols[b_gid], -2.0)
-        d += self.u
-        return self._best_of(d), (None if pending is None else self._members())
+        out = []
+        for b_gid in slots:
+            d = np.multiply(self.cols[int(b_gid)], -2.0, out=self._buffer())
+            d += self.u
+            out.append(self._best_of(d))
+        return out, (None if pending is None else self._members())
 
     def _pending(self, pending) -> None:
         if pending is None:
