@@ -29,9 +29,10 @@ in 4 min and 4.7 GB; greedy and swap keep their exact columns (N·D each), so th
 only the row-sum pass.
 
 Cost on SVHN-shaped data (benchmarks/mmd_scale.py, N = 73,257, k = 50, 2 cores), as
-multiples of one row-sum pass, row sums included: ``lp`` about 1.7-2.0x, ``greedy``
-about 6x (one memory-bound full column per step), ``swap`` about 20x (greedy's 50
-columns per batch and one more per swap, ~170 in all).
+multiples of one row-sum pass, row sums included: ``lp`` about 1.9-2.0x, ``greedy``
+about 6.4x (one memory-bound full column per step), ``swap`` about 23x (greedy's 50
+columns per batch and one more per swap, ~170 in all). The exact loop runs over row
+shards (``_sharded_loop``): one in this process, or Ray actors with ``--engine ray``.
 """
 
 from __future__ import annotations

@@ -88,8 +88,8 @@ SOLVERS: dict[str, Solver] = {
 #: ``swap``: the lowest MMD² of the three, at a cost that is fine offline. Measured
 #: (README, benchmarks/solver_quality.py and mmd_scale.py): against the brute-forced
 #: optimum swap is 1.006x on average, greedy 1.025x, the paper's LP 1.34x; over a whole
-#: SVHN-shaped schedule (N = 73,257, k = 50, 2 cores) swap takes under 3 minutes, greedy
-#: 45 s, lp 15 s, and lp's mean MMD² is above a random order's. ``--solver lp`` reproduces
+#: SVHN-shaped schedule (N = 73,257, k = 50, 2 cores) swap takes about 3 minutes, greedy
+#: 50 s, lp 15 s, and lp's mean MMD² is above a random order's. ``--solver lp`` reproduces
 #: the paper.
 DEFAULT_SOLVER = "swap"
 
