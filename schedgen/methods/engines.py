@@ -1,13 +1,16 @@
 """Where the N² work runs: in this process (the reference) or on a Ray cluster.
 
-An engine has three operations, the ones a pass split by row blocks needs and the ones a
-loop over row shards will extend (broadcast, map over blocks or shards, gather):
+An engine has the operations a pass split by row blocks and a loop over row shards need
+(broadcast, map over blocks or shards, gather):
 
 * :meth:`Engine.broadcast` ships a read-only value (the features, a
   :class:`~schedgen.kernels.blocked.RowSumPlan`) once; Ray keeps one shared-memory copy
   per node (``ray.put``), the in-process engine hands the object itself;
 * :meth:`Engine.map_row_blocks` calls ``fn(value, item)`` for every item, wherever the
   engine runs it, and gathers the results in item order;
+* :meth:`Engine.start_shards`, :meth:`Engine.call_shards` and :meth:`Engine.stop_shards`
+  keep stateful row shards (objects here, actors on Ray) for the selection loop
+  (``schedgen.methods._sharded_loop``); a lost actor raises :class:`ShardLost`;
 * :meth:`Engine.close` releases what the engine started.
 
 :func:`engine_row_sums` is the row-sum pass written once over that interface: tasks over
