@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import ParameterError
 from ..kernels import WorkingSet, get_namespace, rhs_rows, to_numpy
 from ..kernels._parallel import pinned_blas, run_tasks
+from .solvers import smallest
 
 __all__ = ["HOST_BLOCK", "DEVICE_BLOCK", "block_size", "shard_bounds", "Shard", "fsum_parts"]
 
@@ -317,7 +318,7 @@ class Shard:
                 raise ParameterError("diag and neg must be finite, got NaN or infinity")
         if mode == "lp":
             a = np.minimum(self.diag, 0.0) + self.neg
-            take = _smallest_ids(a, count)
+            take = smallest(a, count)
             return a[take], self.gids[take], self.diag[take], self.neg[take]
         if mode == "local":
             self.g = np.zeros(self.n)
@@ -466,16 +467,3 @@ class Shard:
     def stats(self) -> dict:
         """Seconds of compute so far, by call (benchmarks/engine_loop.py reads them)."""
         return dict(self.busy)
-
-
-def _smallest_ids(values: np.ndarray, count: int) -> np.ndarray:
-    """Positions of the ``count`` smallest values, ties by smaller position, in that order."""
-    n = values.size
-    count = min(count, n)
-    if count <= 0:
-        return np.zeros(0, np.int64)
-    if count == n:
-        return np.argsort(values, kind="stable").astype(np.int64)
-    v = np.partition(values, count - 1)[count - 1]
-    cand = np.flatnonzero(values <= v)
-    return cand[np.lexsort((cand, values[cand]))][:count].astype(np.int64)

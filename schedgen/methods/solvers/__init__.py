@@ -35,6 +35,7 @@ The test oracles (brute force, the full n²-variable LP) live in
 from __future__ import annotations
 
 from ._highs import LPSolveError
+from ._certificate import _smallest as smallest
 from ._certificate import certify_half
 from ._local import SWAP_RTOL
 from ._lp import reduced_lp_objective, solve_lp_relaxation
@@ -65,5 +66,6 @@ __all__ = [
     "reduced_lp_objective",
     "LPSolveError",
     "certify_half",
+    "smallest",
     "SWAP_RTOL",
 ]
