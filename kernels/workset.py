@@ -61,11 +61,6 @@ class SumJobs(NamedTuple):
     result: Any
 
 
-@contextlib.contextmanager
-def _nothing():
-    yield
-
-
 class WorkingSet:
     """Prepared operands of a set of samples that only shrinks.
 
@@ -240,20 +235,16 @@ class WorkingSet:
         return buf, (xp.empty_like(buf) if self.kernel.needs_scratch else None)
 
     def _run(self, R: Any, m: int, per_chunk) -> None:
-        xp = self._xp
         plan, task, size = self._jobs(R, m, per_chunk)
+        self._dispatch(plan, task, lambda: self.buffers(size))
 
-        def make():
-            return self.buffers(size)
-
-        if xp is np and len(plan) > 1:
+    def _dispatch(self, plan: list, task, make) -> None:
+        """Run ``task(entry, state)`` for every chunk: on the worker threads, or on the
+        calling thread with BLAS pinned (the same bits either way)."""
+        if self._xp is np and len(plan) > 1:
             run_tasks(task, plan, make, self._n_jobs)
-        elif xp is np:
-            with pinned_blas():  # on the calling thread: the same bits
-                state = make()
-                for entry in plan:
-                    task(entry, state)
-        else:
+            return
+        with pinned_blas() if self._xp is np else contextlib.nullcontext():
             state = make()
             for entry in plan:
                 task(entry, state)
@@ -307,18 +298,8 @@ class WorkingSet:
         """:meth:`column_sums` of samples given by their right operand ``R`` (:func:`rhs_rows`)."""
         jobs = self.column_sums_jobs(R, negative=negative)
         if jobs.plan:
-            self._run_jobs(jobs)
+            self._dispatch(jobs.plan, jobs.task, jobs.make)
         return jobs.result()
-
-    def _run_jobs(self, jobs: "SumJobs") -> None:
-        xp = self._xp
-        if xp is np and len(jobs.plan) > 1:
-            run_tasks(jobs.task, jobs.plan, jobs.make, self._n_jobs)
-        else:
-            with pinned_blas() if xp is np else _nothing():  # on the calling thread: the same bits
-                state = jobs.make()
-                for entry in jobs.plan:
-                    jobs.task(entry, state)
 
     def column_sums_jobs(self, R: Any, *, negative: bool = False) -> "SumJobs":
         """:meth:`column_sums_of` as chunk tasks not yet run, for a caller that runs the tasks
